@@ -1,0 +1,1 @@
+"""lottery-ops: the operations runbook of the lottery backend, as Invoke tasks."""

@@ -1,0 +1,44 @@
+"""Expected failures, each with a message and a hint saying what to do next.
+
+    OpsError                 exit status 1
+     ├── ConfigError         a setting or environment variable is missing or wrong
+     ├── ServiceError        an external service (GitHub, Render, Sentry, PostgreSQL, SSH) failed
+     ├── VerificationFailed  a backup or a restored database is not what it should be
+     └── GuardRefused        the guard refused a target or an action: exit status 3
+
+Anything else that escapes a task is a bug and shows a traceback.
+"""
+from __future__ import annotations
+
+EXIT_FAILURE = 1
+EXIT_REFUSED = 3
+
+
+class OpsError(Exception):
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message + (f"\nhint: {self.hint}" if self.hint else "")
+
+
+class ConfigError(OpsError):
+    """A required setting or environment variable is missing or invalid."""
+
+
+class ServiceError(OpsError):
+    """An external service answered with an error or did not answer."""
+
+
+class VerificationFailed(OpsError):
+    """A backup, a download or a restored database failed verification."""
+
+
+class GuardRefused(OpsError):
+    """The guard refused: production target, bad approval, unparseable target."""
+
+    exit_code = EXIT_REFUSED

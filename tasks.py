@@ -1,0 +1,8 @@
+"""lottery-ops: the operations runbook of the lottery backend (backups, restores, checks, emergencies)."""
+from invoke import Collection
+
+from ops import backup, checks, emergency, guard, restore
+from ops.config import DEFAULTS
+
+ns = Collection(restore, backup, emergency, checks, guard)
+ns.configure(DEFAULTS)
