@@ -57,7 +57,7 @@ _FIELDS = {"version", "action", "params", "issued_at", "expires_at", "nonce", "k
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _HEX = re.compile(r"[0-9a-f]+")
 _ACTION = re.compile(r"[a-z][a-z0-9-]{0,40}")
-_TTL = re.compile(r"(\d{1,9})([smh])")
+_TTL = re.compile(r"([0-9]{1,9})([smh])")
 _TTL_UNITS = {"s": 1, "m": 60, "h": 3600}
 _HOW_TO_GET_ONE = "ask an approver to run `inv emergency.approve --tag TAG` and pass its output with --approve"
 
