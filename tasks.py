@@ -3,6 +3,8 @@ from invoke import Collection
 
 from ops import backup, checks, emergency, guard, restore
 from ops.config import DEFAULTS
+from ops.links import links
 
 ns = Collection(restore, backup, emergency, checks, guard)
+ns.add_task(links)
 ns.configure(DEFAULTS)

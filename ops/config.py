@@ -33,6 +33,30 @@ DEFAULTS: dict[str, Any] = {
         "restore": {"schemas": ["public"], "lock_timeout": "30s", "backup_dir": ""},
         "audit_log": "",
         "hosts": {},
+        # health checklists (issue 5): thresholds for `inv checks.daily|weekly|monthly`
+        "checks": {
+            "timeout": 60,                      # seconds each check may take before it is reported as error
+            "workflows": ["database-backup.yml", "restore-test.yml", "ci.yml", "health-check.yml"],
+            "restore_test_workflow": "restore-test.yml",
+            "restore_test_max_age_days": 8,
+            "restore_test_timeout": 3600,       # --run-restore-test really restores: allow it time
+            "sentry": {"warn_issues": 1, "fail_issues": 10, "warn_events": 100, "fail_events": 1000},
+            "app": {"warn_ms": 2000, "timeout": 10},
+            "backup": {"max_age_hours": 26, "shrink_fail": 0.5, "shrink_warn": 0.8},
+            "db": {"warn_mb": 0, "connections_warn": 0.8, "connections_fail": 0.95},
+            "secrets_max_days": 90,
+            "deps_max_days": 30,
+            "notify": {"title": "Health check failed: {checklist}", "labels": ["ops", "automated"]},
+        },
+        "backup": {"keep_days": 14, "keep_min": 7},
+        "access": {
+            "expected": {},                     # GitHub login -> highest permission: {owner: admin, ci-bot: write}
+            "db_roles": [],                     # production login roles you expect
+            # roles the database provider (Supabase) creates and manages itself
+            "provider_roles": ["supabase_admin", "supabase_auth_admin", "supabase_storage_admin",
+                               "supabase_replication_admin", "supabase_read_only_user", "supabase_functions_admin",
+                               "supabase_realtime_admin", "authenticator", "pgbouncer", "dashboard_user", "postgres"],
+        },
     }
 }
 
