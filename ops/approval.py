@@ -131,9 +131,9 @@ class ApprovalChecker:
         params = dict(self.params)
         params.setdefault("target", target.identity)
         if params["target"] != target.identity:
-            raise GuardRefused(f"approval refused (wrong-target): the restore was planned for {params['target']!r} "
-                               f"but the guard resolved {target.identity!r}", hint="run it again; if it persists, "
-                               "`inv guard.check \"$DATABASE_URL\"` shows how the target is understood")
+            raise tokens.TokenRefused("wrong-target", f"the action was planned for {params['target']!r} but the "
+                                      f"guard resolved {target.identity!r}", hint="run it again; if it persists, "
+                                      "`inv guard.check \"$DATABASE_URL\"` shows how the target is understood")
         self.approval = tokens.verify(
             self.token, public_keys=public_keys(self.settings), action=self.action, params=params,
             now=time.time() if self.now is None else self.now, used_nonces=used_nonces(self.settings),
