@@ -78,6 +78,14 @@ def backups_from_releases(releases: Sequence[Mapping[str, Any]], prefix: str) ->
     return backups, ignored
 
 
+def check_policy(*, keep_days: float, keep_min: int) -> None:
+    """Refuse a retention policy that could delete every backup."""
+    if keep_min < 1:
+        raise ConfigError(f"keep-min must be at least 1 (got {keep_min})", hint="keep at least the newest backup")
+    if keep_days < 0:
+        raise ConfigError(f"keep-days must not be negative (got {keep_days})", hint="use --keep-days 14")
+
+
 def select_prunable(backups: Sequence[Backup], *, now: datetime, keep_days: float, keep_min: int) -> PrunePlan:
     """Which backups `backup.prune` deletes: older than `keep_days`, never one of the newest `keep_min`.
 
@@ -85,16 +93,27 @@ def select_prunable(backups: Sequence[Backup], *, now: datetime, keep_days: floa
     the newest `keep_min` published ones are protected whatever their age, so a broken nightly job can never
     prune the last good backups away.
     """
-    if keep_min < 1:
-        raise ConfigError(f"keep-min must be at least 1 (got {keep_min})", hint="keep at least the newest backup")
-    if keep_days < 0:
-        raise ConfigError(f"keep-days must not be negative (got {keep_days})", hint="use --keep-days 14")
+    check_policy(keep_days=keep_days, keep_min=keep_min)
     ordered = sorted(backups, key=lambda b: (b.created, b.tag), reverse=True)
     protected = {b.tag for b in [b for b in ordered if not b.draft][:keep_min]}
     cutoff = now - timedelta(days=keep_days)
     delete = tuple(b for b in ordered if b.tag not in protected and b.created < cutoff)
     keep = tuple(b for b in ordered if b not in delete)
     return PrunePlan(delete=delete, keep=keep, cutoff=cutoff)
+
+
+def render_prune_plan(plan: PrunePlan, ignored: Sequence[str], *, now: datetime, dry_run: bool) -> list[str]:
+    """The lines `backup.prune` prints before acting: what goes, what stays, what is left alone."""
+    verb = "would delete" if dry_run else "deleting"
+    lines = [f"{verb} {b.tag} ({human_age(now - b.created)} old, {human_size(b.size)})" for b in plan.delete]
+    if not plan.delete:
+        lines.append(f"nothing to delete: no backup older than {plan.cutoff:%Y-%m-%d %H:%M} UTC "
+                     "beyond the protected newest ones")
+    if plan.keep:
+        lines.append(f"keeping {len(plan.keep)} backup(s), newest {plan.keep[0].tag}, oldest {plan.keep[-1].tag}")
+    if ignored:
+        lines.append(f"left alone, not named like a backup: {', '.join(sorted(ignored))}")
+    return lines
 
 
 # -- formatting -------------------------------------------------------------------------------------------
