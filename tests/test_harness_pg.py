@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 
@@ -10,7 +11,7 @@ import pytest
 
 from ops import pg
 from ops.errors import ConfigError, ServiceError
-from tests.fix_pg import free_port
+from tests.fix_pg import Cluster, free_port
 
 
 def names_on(server_url: str) -> set[str]:
@@ -254,3 +255,24 @@ def test_old_pg16_is_postgresql_16_2_with_its_own_client_tools(old_pg16, monkeyp
     out = subprocess.run(pg.psql_argv(command="SELECT 41 + 1", extra=["-At"]), capture_output=True, text=True,
                          env=pg.tool_env(old_pg16.admin_url, os.environ), check=True)
     assert out.stdout.strip() == "42"
+
+
+# -- the throwaway cluster (the harness's fallback when OPS_TEST_DATABASE_URL is unset and there is no Docker) ----
+def test_throwaway_cluster_starts_on_loopback_and_is_removed(pg_bin_dir):
+    cluster = Cluster(pg_bin_dir, label="ops-test-cluster-check")
+    try:
+        cluster.start()
+        server = cluster.server("initdb")
+        with psycopg.connect(server.admin_url) as conn:
+            settings = dict(conn.execute(
+                "SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'listen_addresses')").fetchall())
+            owner = conn.execute("SELECT pg_catalog.pg_get_userbyid(datdba) FROM pg_database "
+                                 "WHERE datname = 'postgres'").fetchone()[0]
+        assert settings == {"fsync": "off", "listen_addresses": "127.0.0.1"} and owner == "postgres"
+        if os.geteuid() == 0:  # PostgreSQL refuses root: the cluster belongs to the postgres user
+            assert pwd.getpwuid(cluster.data.stat().st_uid).pw_name == "postgres"
+    finally:
+        cluster.stop()
+    assert not cluster.workdir.exists()
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(server.admin_url, connect_timeout=3)
