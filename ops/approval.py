@@ -112,8 +112,8 @@ def used_nonces(settings: Settings) -> set[str]:
     used = set()
     for entry in audit.entries(settings):
         if entry.get("action") == USED:
-            details = entry.get("details") if isinstance(entry.get("details"), Mapping) else {}
-            nonce = details.get("nonce") or entry.get("nonce")
+            details = entry.get("details")
+            nonce = details.get("nonce") if isinstance(details, Mapping) else entry.get("nonce")
             if isinstance(nonce, str):
                 used.add(nonce)
     return used
@@ -255,19 +255,23 @@ def _file_sha256(path: Path) -> str:
 
 
 def _release_sha256(settings: Settings, tag: str) -> str:
-    """The `digest` of the backup asset of release `tag` (GitHub gives `sha256:<hex>`, or null for old assets)."""
-    # Depends on ops/clients/github.py (issue 3, another helper). Until it lands, --sha256 or --file are needed.
-    try:
-        from .clients import github
-    except ImportError:
-        raise ConfigError("the GitHub client is not built yet, so the backup's SHA-256 cannot be looked up",
-                          hint="pass --sha256 HEX, or --file PATH of a downloaded backup") from None
-    digest = github.asset_digest(settings, tag)  # TODO(issue 3): align with the GitHub client's API when it lands
-    if not digest:
-        raise VerificationFailed(f"GitHub gives no digest for the backup asset of {tag}",
+    """The `digest` of the backup asset (`.sql.gz`) of release `tag`: GitHub gives `sha256:<hex>`, or null for
+    assets uploaded before it computed digests; then the approver must download and hash the file themselves."""
+    from .clients.github import GitHub
+
+    release = GitHub.from_settings(settings).release_by_tag(tag)
+    assets = [a for a in release.get("assets") or []
+              if str(a.get("name", "")).endswith(".sql.gz") and a.get("state", "uploaded") == "uploaded"]
+    if len(assets) != 1:
+        names = ", ".join(str(a.get("name")) for a in release.get("assets") or []) or "none"
+        raise VerificationFailed(f"release {tag} should hold exactly one uploaded .sql.gz backup; it holds: {names}",
+                                 hint="download the right file and pass --file PATH, or give --sha256 HEX")
+    digest = assets[0].get("digest")
+    if not isinstance(digest, str) or not digest.startswith("sha256:"):
+        raise VerificationFailed(f"GitHub gives no SHA-256 digest for {assets[0].get('name')} in {tag}",
                                  hint="download it (`inv restore.download --tag TAG`), verify it, and pass --file PATH")
-    return tokens.normalize_params("restore", {"target": "-", "tag": tag, "sha256": digest.removeprefix("sha256:")})[
-        "sha256"]
+    params = tokens.normalize_params("restore", {"target": "-", "tag": tag, "sha256": digest.removeprefix("sha256:")})
+    return params["sha256"]
 
 
 def record_issued(settings: Settings, token: str, identity: str) -> dict[str, Any]:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import multiprocessing
 import os
 import stat
 import subprocess
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
 
 from ops import approval, audit, guard, tokens
 from ops.config import Settings
-from ops.errors import ConfigError, GuardRefused, VerificationFailed
+from ops.errors import ConfigError, GuardRefused, ServiceError, VerificationFailed
 
 ROOT = Path(__file__).resolve().parents[1]
 PROD_URL = "postgresql://app:hunter2-prod-secret@203.0.113.7:5432/lottery"
@@ -258,6 +261,58 @@ def test_backup_sha256_from_flag_file_and_sidecar(tmp_path):
         approval.backup_sha256(s, TAG, sha256="not-a-digest")
 
 
+class _Releases(BaseHTTPRequestHandler):
+    """A stand-in for GitHub's `GET /repos/{owner}/{repo}/releases/tags/{tag}` (api-contracts.md shapes)."""
+
+    releases: dict[str, dict] = {}
+
+    def do_GET(self):  # noqa: N802
+        tag = self.path.rsplit("/", 1)[-1]
+        found = self.path.startswith("/repos/o/r/releases/tags/") and tag in self.releases
+        data = json.dumps(self.releases[tag] if found else {"message": "Not Found"}).encode()
+        self.send_response(200 if found else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def asset(name, digest, state="uploaded"):
+    return {"id": 1, "name": name, "state": state, "size": 10, "digest": digest, "content_type": "application/gzip",
+            "url": "http://127.0.0.1/repos/o/r/releases/assets/1", "browser_download_url": "http://127.0.0.1/x"}
+
+
+@pytest.fixture
+def github():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Releases)
+    _Releases.releases = {
+        TAG: {"tag_name": TAG, "assets": [asset("lottery.sql.gz", "sha256:" + SHA.upper())]},
+        "backup-null": {"tag_name": "backup-null", "assets": [asset("lottery.sql.gz", None)]},
+        "backup-two": {"tag_name": "backup-two", "assets": [asset("a.sql.gz", "sha256:" + SHA),
+                                                           asset("b.sql.gz", "sha256:" + SHA)]},
+        "backup-partial": {"tag_name": "backup-partial", "assets": [asset("a.sql.gz", "sha256:" + SHA, "open")]},
+    }
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield {"api_url": f"http://127.0.0.1:{server.server_address[1]}", "repo": "o/r"}
+    server.shutdown()
+    server.server_close()
+
+
+def test_backup_sha256_from_the_release_asset_digest(tmp_path, github):
+    s = Settings.from_dict({"github": github}, env={})
+    assert approval.backup_sha256(s, TAG) == SHA
+    for tag, needle in [("backup-null", "no SHA-256 digest"), ("backup-two", "exactly one"),
+                        ("backup-partial", "exactly one")]:
+        with pytest.raises(VerificationFailed, match=needle):
+            approval.backup_sha256(s, tag)
+    with pytest.raises(ServiceError):
+        approval.backup_sha256(s, "backup-missing")
+
+
 # -- the tasks, as an operator and an approver run them ----------------------------------------------------------
 def inv(*args, env=None, home: Path):
     full = {k: v for k, v in os.environ.items() if not k.startswith(("INVOKE_", "OPS_", "DATABASE_URL"))}
@@ -310,6 +365,18 @@ def test_approve_prints_the_token_alone_and_it_verifies_for_production(tmp_path)
     text = approver_log.read_text()
     assert '"emergency.approve"' in text and check.approval.nonce in text and token not in text
     assert "hunter2" not in text
+
+
+def test_approve_looks_up_the_digest_on_github(tmp_path, github):
+    key_path = write_key(tmp_path / "approver.key", Ed25519PrivateKey.generate())
+    config = tmp_path / "ops.yaml"
+    config.write_text(f"ops:\n  github:\n    api_url: {github['api_url']}\n    repo: o/r\n")
+    env = {"OPS_APPROVER_KEY": str(key_path), "DATABASE_URL": PROD_URL}
+    run = inv("-f", str(config), "emergency.approve", "--tag", TAG, env=env, home=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert tokens.peek(run.stdout.strip())["params"]["sha256"] == SHA
+    run = inv("-f", str(config), "emergency.approve", "--tag", "backup-null", env=env, home=tmp_path)
+    assert run.returncode == 1 and run.stdout == "" and "--file PATH" in run.stderr
 
 
 def test_approve_from_a_downloaded_file_with_sidecar(tmp_path):
