@@ -521,3 +521,15 @@ def pull(n: int, days: float, login: str = "dependabot[bot]") -> dict:
 def test_deps_updates(pulls, status, summary):
     out = evaluate.deps_updates(pulls, now=NOW)
     assert (out.status, out.summary) == (status, summary)
+
+
+def test_prune_plan_lines_say_what_goes_what_stays_and_what_is_left_alone():
+    backups, ignored = retention.backups_from_releases(nightly(16) + [release("v2.0", 24 * 400)], "backup-")
+    plan = retention.select_prunable(backups, now=NOW, keep_days=14, keep_min=7)
+    lines = retention.render_prune_plan(plan, ignored, now=NOW, dry_run=True)
+    assert lines[:2] == ["would delete " + plan.delete[0].tag + " (14.4 days old, 1000 B)",
+                         "would delete " + plan.delete[1].tag + " (15.4 days old, 1000 B)"]
+    assert lines[2] == f"keeping 14 backup(s), newest {backups[0].tag}, oldest {backups[13].tag}"
+    assert lines[3] == "left alone, not named like a backup: v2.0"
+    empty = retention.select_prunable(backups[:3], now=NOW, keep_days=14, keep_min=7)
+    assert retention.render_prune_plan(empty, [], now=NOW, dry_run=False)[0].startswith("nothing to delete")
