@@ -87,9 +87,9 @@ class Identity:
         """A stable one-line name of the database, used in approval tokens."""
         if self.supabase_ref:
             return f"supabase:{self.supabase_ref}/{self.dbname}"
-        hosts = ",".join(
-            f"{LOCAL if e.local else (min(e.addresses) if e.addresses else e.name)}:{e.port}" for e in self.endpoints
-        )
+        # names, not resolved addresses: the approver's and the operator's resolvers may disagree (round-robin
+        # DNS, IPv6), and both start from the same DATABASE_URL
+        hosts = ",".join(f"{LOCAL if e.local else e.name}:{e.port}" for e in self.endpoints)
         return f"postgresql://{hosts}/{self.dbname}"
 
     def same_database(self, other: "Identity") -> bool:

@@ -158,9 +158,10 @@ def test_unparseable_targets_fail_closed(text):
 
 
 def test_identity_key_is_the_same_for_every_spelling():
-    keys = {ident(t).key() for t in ("postgresql://10.1.2.3/lottery", "host=DB.example.internal. dbname=lottery",
-                                       "postgres://alias.example.net:5432/lottery")}
+    keys = {ident(t).key() for t in ("postgresql://db.example.internal/lottery", "host=DB.example.internal. dbname=lottery",
+                                       "postgres://app@%64b.example.internal:5432/lottery?sslmode=require")}
     assert len(keys) == 1
+    assert ident("postgresql://[::1]/lottery").key() == ident("host=/tmp dbname=lottery").key()
 
 
 # -- property: generated spellings of production never get through -----------------------------------------------
