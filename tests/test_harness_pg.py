@@ -5,13 +5,14 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 
 import psycopg
 import pytest
 
 from ops import pg
 from ops.errors import ConfigError, ServiceError
-from tests.fix_pg import Cluster, free_port
+from tests.fix_pg import ROOT, Cluster, free_port
 
 
 def names_on(server_url: str) -> set[str]:
@@ -34,7 +35,8 @@ def test_make_db_gives_fresh_databases_that_are_dropped_after(must_be_gone_after
     assert first != second
     with psycopg.connect(first) as conn:
         assert conn.info.dbname.startswith("t_")
-        assert conn.execute("SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace").fetchone() == (0,)
+        in_public = "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+        assert conn.execute(in_public).fetchone() == (0,)
     psycopg.connect(second)  # left open on purpose: the drop must not wait for it
     created = {psycopg.conninfo.conninfo_to_dict(u)["dbname"] for u in (first, second)}
     assert created <= names_on(pg_server.admin_url)
@@ -51,9 +53,25 @@ def test_staging_and_production_are_two_databases_on_one_server(staging_url, pro
             conn.execute("CREATE TABLE t (id int)")  # writable, independent databases
 
 
-def test_secrets_and_libpq_defaults_are_kept_out_of_tests():
-    leaked = [k for k in os.environ if k.startswith("PG") or k in ("DATABASE_URL", "GITHUB_TOKEN", "https_proxy")]
-    assert leaked == []
+def test_secrets_and_libpq_defaults_are_kept_out_of_tests(tmp_path):
+    """Run a test session whose environment is full of leaks; inside a test, none may be seen."""
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["tests.fix_pg"]\n')
+    (tmp_path / "test_inner.py").write_text(
+        "import os\n"
+        "def test_inner():\n"
+        "    assert os.environ['KEEP_ME'] == 'yes'\n"
+        "    assert [k for k in os.environ if k.startswith(('PG', 'INVOKE_')) or k.endswith(('_TOKEN', '_KEY', "
+        "'DATABASE_URL', 'proxy', 'PROXY'))] == []\n")
+    leaks = {"PGHOST": "prod.example", "PGPASSWORD": "pw", "PGSERVICE": "prod", "DATABASE_URL": "postgresql://prod",
+             "STAGING_DATABASE_URL": "postgresql://s", "GITHUB_TOKEN": "ghp_x", "RENDER_API_KEY": "rnd_x",
+             "SENTRY_AUTH_TOKEN": "s", "https_proxy": "http://proxy:3128", "HTTP_PROXY": "http://proxy:3128",
+             "INVOKE_OPS_GITHUB_REPO": "someone/else", "KEEP_ME": "yes"}
+    inherited = {k: v for k, v in os.environ.items() if k != "CI" and not k.startswith("OPS_TEST_")}
+    env = inherited | leaks | {"PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 passed" in out.stdout
 
 
 # -- connections ---------------------------------------------------------------------------------------------------
