@@ -32,7 +32,8 @@ DEFAULTS: dict[str, Any] = {
         "approval": {"public_keys": []},
         "restore": {"schemas": ["public"], "lock_timeout": "30s", "backup_dir": ""},
         "audit_log": "",
-        "hosts": {},
+        "hosts": {},                            # name -> {host, user, port, key_filename}
+        "ssh": {"known_hosts": "", "load_ssh_configs": True, "connect_timeout": 10},
         # health checklists (issue 5): thresholds for `inv checks.daily|weekly|monthly`
         "checks": {
             "timeout": 60,                      # seconds each check may take before it is reported as error
