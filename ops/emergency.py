@@ -4,6 +4,7 @@ import sys
 from ._pending import not_yet
 from .config import Settings
 from .errors import ConfigError
+from .incident import app_down, block_ip, db, escalate, restart, rollback, rotate_secret, security  # noqa: F401
 from .tasking import task
 
 
