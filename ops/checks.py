@@ -16,6 +16,7 @@ from typing import Any
 from . import checklist, gather
 from .config import Settings
 from .errors import OpsError
+from .hosts import hosts_task  # noqa: F401  (inv checks.hosts)
 from .tasking import task
 
 DAILY = ("sentry.errors", "render.service", "app.health", "backup.fresh", "db.size")
