@@ -357,3 +357,61 @@ def host_status(findings: Sequence[Finding]) -> str:
     if any(f.severity == CRITICAL for f in findings):
         return "fail"
     return "warn" if any(f.severity == WARN for f in findings) else "pass"
+
+
+def alarming(line: str) -> bool:
+    """Pure: does a log line say out of memory or too many connections (the runbook's common issues)?"""
+    return bool(_OOM.search(line) or _TOO_MANY.search(line))
+
+
+# -- emergency.security --------------------------------------------------------------------------------------------
+_SECURITY_ACTIONS = {
+    "access.collaborators": "remove or downgrade them: GitHub Settings > Collaborators",
+    "access.db_roles": "check who uses them, then ALTER ROLE ... NOSUPERUSER or DROP ROLE",
+    "secrets.age": "rotate them (below)",
+}
+
+
+def security(ev: Mapping[str, Any], *, now: datetime) -> list[Finding]:
+    """Findings for `inv emergency.security`. `ev`: outcomes (checklist Outcomes of the access checks),
+    secrets [{"scope", "environment", "name", "updated_at"}], deploy_keys [...], clients [{"client", "usename",
+    "count"}] (connections by source address)."""
+    out: list[Finding] = []
+    for o in ev.get("outcomes") or []:
+        if o.status in ("fail", "warn"):
+            out.append(Finding(CRITICAL if o.status == "fail" else WARN, o.id, o.summary,
+                               _SECURITY_ACTIONS.get(o.id, ""), priority=20 if o.status == "fail" else 45,
+                               details=tuple(d for d in o.details if not d.startswith("hint:"))[:6]))
+        elif o.status == "error":
+            out.append(Finding(INFO, o.id, f"could not check {o.id}", o.summary.splitlines()[0][:160], priority=95))
+    writers = [k for k in ev.get("deploy_keys") or [] if not k.get("read_only")]
+    if writers:
+        out.append(Finding(WARN, "deploy-keys", f"{len(writers)} deploy key(s) can push: "
+                           + ", ".join(str(k.get("title")) for k in writers),
+                           "make them read-only or delete them (Settings > Deploy keys)", priority=30))
+    secrets = sorted(ev.get("secrets") or [], key=lambda s: s.get("updated_at") or "")
+    if secrets:
+        first = secrets[0]
+        out.append(Finding(WARN, "secrets", f"{len(secrets)} Actions secret(s) to rotate, oldest first",
+                           "change each at its source, then " + rotate_command(first), priority=50,
+                           details=tuple(f"{rotate_command(s)}   # {s.get('scope', 'repository')}, updated "
+                                         f"{_age(s.get('updated_at'), now)} ago" for s in secrets)))
+    remote = [c for c in ev.get("clients") or [] if c.get("client") not in ("local", "127.0.0.1", "::1")]
+    if remote:
+        out.append(Finding(INFO, "connections", f"database connections from {len(remote)} address(es)",
+                           "anything you do not recognise: revoke that role's password", priority=70,
+                           details=tuple(f"{c['client']}: {c['count']} as {c.get('usename')} "
+                                         f"({c.get('application_name', '?')})" for c in remote[:10])))
+    return out
+
+
+def rotate_command(secret: Mapping[str, Any]) -> str:
+    env = secret.get("environment")
+    return f"inv emergency.rotate-secret {secret['name']}" + (f" --env {env}" if env else "")
+
+
+def _age(value: str | None, now: datetime) -> str:
+    try:
+        return human_age(now - parse_time(value)) if value else "?"
+    except ValueError:
+        return "?"

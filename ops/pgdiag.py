@@ -157,6 +157,18 @@ def login_roles(conninfo: str) -> list[dict[str, Any]]:
                 for n, s, cr, _login, rep, b in conn.execute(ROLES)]
 
 
+def clients(conninfo: str) -> list[dict[str, Any]]:
+    """Connections by role, application and client address (read-only)."""
+    with pg.connect(conninfo, autocommit=True) as conn:
+        return [{"usename": u, "application_name": a, "client": c, "count": n, "idle_in_transaction": i}
+                for u, a, c, n, i in conn.execute(BY_CLIENT)]
+
+
+def current_user(conninfo: str) -> str:
+    with pg.connect(conninfo, autocommit=True) as conn:
+        return str(conn.execute("SELECT current_user").fetchone()[0])
+
+
 # -- the one write -------------------------------------------------------------------------------------------------
 IDLE_OLDER_THAN = """
 SELECT pid, usename, application_name, host(client_addr),
