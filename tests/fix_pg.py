@@ -17,15 +17,11 @@ Fixtures:
 """
 from __future__ import annotations
 
-import glob
 import importlib.util
 import os
 import pwd
-import re
 import secrets
-import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -38,9 +34,11 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from ops import cluster as _cluster
+from ops.cluster import SERVER_USER, find_bin_dir, free_port, run_as_argv  # noqa: F401 (re-exported)
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.test.yml"
-SERVER_USER = "postgres"  # the unprivileged account throwaway clusters run as when we are root
 
 LEAKY_VARS = (
     "DATABASE_URL", "STAGING_DATABASE_URL", "GITHUB_TOKEN", "RENDER_API_KEY", "SENTRY_AUTH_TOKEN",
@@ -125,83 +123,12 @@ def server_from_url(url: str, source: str) -> PgServer:
     return PgServer(host=host, port=port, user=user, password=password, source=source, params=params)
 
 
-# -- throwaway clusters --------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def find_bin_dir() -> Path | None:
-    """A directory holding initdb, pg_ctl and postgres: OPS_TEST_PG_BIN, then PATH, then the newest
-    /usr/lib/postgresql/*/bin. Symlinks (/usr/local/bin/initdb) are followed to the real directory, which also
-    holds the psql and pg_dump of the same version."""
-    candidates = []
-    if os.environ.get("OPS_TEST_PG_BIN"):
-        candidates.append(Path(os.environ["OPS_TEST_PG_BIN"]))
-    if shutil.which("initdb"):
-        candidates.append(Path(os.path.realpath(shutil.which("initdb"))).parent)
-    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin"),
-                      key=lambda p: [int(x) for x in re.findall(r"\d+", p)], reverse=True)
-    candidates += [Path(p) for p in versions]
-    for d in candidates:
-        if all(os.access(d / exe, os.X_OK) for exe in ("initdb", "pg_ctl", "postgres")):
-            return d
-    return None
-
-
-def run_as_argv(user: str | None, argv: list[str]) -> list[str]:
-    """argv run as `user` (when we are root), through runuser or su."""
-    if user is None:
-        return argv
-    if shutil.which("runuser"):
-        return ["runuser", "-u", user, "--", *argv]
-    return ["su", user, "-s", "/bin/sh", "-c", shlex.join(argv)]
-
-
-class Cluster:
+# -- throwaway clusters (the product code's ops.cluster; tests name the label and get a PgServer) -----------------
+class Cluster(_cluster.Cluster):
     """An initdb'd data directory in a temp dir, started with pg_ctl on 127.0.0.1:<free port>."""
 
     def __init__(self, bin_dir: Path, label: str = "ops-test-pg"):
-        self.bin_dir = bin_dir
-        self.user = SERVER_USER if os.geteuid() == 0 else None
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"{label}-"))
-        self.data = self.workdir / "data"
-        self.log = self.workdir / "server.log"
-        self.port = 0
-        if self.user:
-            try:
-                entry = pwd.getpwnam(self.user)
-            except KeyError:
-                raise RuntimeError(f"we run as root and there is no user {self.user!r} to run PostgreSQL as") from None
-            os.chown(self.workdir, entry.pw_uid, entry.pw_gid)
-        os.chmod(self.workdir, 0o700)
-
-    def _run(self, argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(run_as_argv(self.user, argv), capture_output=True, text=True, timeout=timeout,
-                              cwd=self.workdir)
-
-    def start(self) -> None:
-        out = self._run([str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                         "-E", "UTF8", "--locale=C", "--no-sync"])
-        if out.returncode != 0:
-            raise RuntimeError(f"initdb failed: {out.stderr.strip() or out.stdout.strip()}")
-        for attempt in range(3):  # a free port can be taken between finding it and binding it
-            self.port = free_port()
-            opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.workdir} -c fsync=off "
-                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=50")
-            out = self._run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", opts,
-                             "-w", "-t", "60", "start"])
-            if out.returncode == 0:
-                return
-        log = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
-        raise RuntimeError(f"pg_ctl start failed: {out.stderr.strip() or out.stdout.strip()}\n{log}")
-
-    def stop(self) -> None:
-        if self.data.exists():
-            self._run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"],
-                      timeout=60)
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        super().__init__(bin_dir, label)
 
     def server(self, source: str) -> PgServer:
         return PgServer(host="127.0.0.1", port=self.port, user="postgres", source=source, bin_dir=self.bin_dir)
