@@ -16,13 +16,19 @@ from .errors import ConfigError
 
 DEFAULTS: dict[str, Any] = {
     "ops": {
+        # HTTP clients (ops/clients): timeout s per request; retries of idempotent calls (5xx/429/dropped);
+        # backoff factor s; max_wait: the longest Retry-After / rate-limit reset a client waits out by itself
         "github": {"repo": "Gor93rus/lottery-backend", "api_url": "https://api.github.com",
-                   "backup_prefix": "backup-", "timeout": 30},
-        "render": {"api_url": "https://api.render.com/v1", "service_id": "", "timeout": 30},
-        "sentry": {"api_url": "https://sentry.io/api/0", "org": "", "project": "", "timeout": 30},
-        "supabase": {"api_url": "https://api.supabase.com/v1", "project_ref": ""},
-        "cloudflare": {"api_url": "https://api.cloudflare.com/client/v4", "zone_id": ""},
-        "app": {"health_url": "", "endpoints": []},
+                   "backup_prefix": "backup-", "timeout": 30, "retries": 3, "backoff": 0.5, "max_wait": 60},
+        "render": {"api_url": "https://api.render.com/v1", "service_id": "", "timeout": 30, "retries": 3,
+                   "backoff": 0.5, "max_wait": 60, "poll_interval": 2, "poll_timeout": 180, "page_size": 100},
+        "sentry": {"api_url": "https://sentry.io/api/0", "org": "", "project": "", "timeout": 30, "retries": 3,
+                   "backoff": 0.5, "max_wait": 60},
+        "supabase": {"api_url": "https://api.supabase.com/v1", "project_ref": "", "timeout": 30, "retries": 3,
+                     "backoff": 0.5, "max_wait": 60},
+        "cloudflare": {"api_url": "https://api.cloudflare.com/client/v4", "zone_id": "", "timeout": 30,
+                       "retries": 3, "backoff": 0.5, "max_wait": 60},
+        "app": {"health_url": "", "endpoints": [], "timeout": 10},
         "production": {
             "identities": [],
             # a host or database name containing one of these words is production
