@@ -67,16 +67,16 @@ def verdict(findings: Iterable[Finding], *, all_clear: str = "no problem found")
     return Verdict(ordered, urgent[0].line(), ok=False)
 
 
-def hhmm(value: str | None) -> str:
-    """'2024-05-01T14:02:11.5Z' -> '14:02 UTC' (the date too when it is not today's, judged in UTC)."""
+def hhmm(value: str | None, now: datetime) -> str:
+    """'2024-05-01T14:02:11.5Z' -> '14:02 UTC' (with the date when it is not the day of `now`, in UTC)."""
     if not value:
         return "?"
     try:
         when = parse_time(value).astimezone(timezone.utc)
     except ValueError:
         return value
-    today = datetime.now(timezone.utc).date()
-    return when.strftime("%H:%M UTC") if when.date() == today else when.strftime("%Y-%m-%d %H:%M UTC")
+    same_day = when.date() == now.astimezone(timezone.utc).date()
+    return when.strftime("%H:%M UTC") if same_day else when.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _unwrap(items: Sequence[Mapping[str, Any]], key: str) -> list[Mapping[str, Any]]:
@@ -151,7 +151,7 @@ def app_down(ev: Mapping[str, Any], *, now: datetime, recent_deploy: timedelta =
                            "inv emergency.db to see who holds connections", priority=35,
                            details=tuple(line[:160] for line in too_many[-2:])))
     out += _sentry_findings(ev.get("sentry"), now)
-    out += _workflow_findings(ev.get("workflow"))
+    out += _workflow_findings(ev.get("workflow"), now)
     for source, message in (ev.get("errors") or {}).items():
         out.append(Finding(INFO, source, f"could not check {source}", str(message).splitlines()[0][:200], priority=95))
     if healthy is False and not [f for f in out if f.severity == CRITICAL and f.area != "app"]:
@@ -184,14 +184,14 @@ def _render_findings(ev: Mapping[str, Any], healthy: bool | None, now: datetime,
     if status in DEPLOY_FAILED:
         still = next((d for d in deploys[1:] if d.get("status") == "live"), None)
         if healthy is False or still is None:
-            return [Finding(CRITICAL, "deploy", f"deploy failed at {hhmm(when)} ({newest.get('id')}: {status})",
+            return [Finding(CRITICAL, "deploy", f"deploy failed at {hhmm(when, now)} ({newest.get('id')}: {status})",
                             f"roll back{to} (inv emergency.rollback)", priority=10)]
-        return [Finding(WARN, "deploy", f"deploy failed at {hhmm(when)} ({newest.get('id')}: {status}); "
+        return [Finding(WARN, "deploy", f"deploy failed at {hhmm(when, now)} ({newest.get('id')}: {status}); "
                         f"the previous deploy {still.get('id')} still serves",
                         f"fix the build, or roll back{to} (inv emergency.rollback)", priority=40)]
     if status in DEPLOY_BUSY:
         started = newest.get("startedAt") or newest.get("createdAt")
-        return [Finding(WARN, "deploy", f"deploy in progress since {hhmm(started)} ({newest.get('id')}: {status})",
+        return [Finding(WARN, "deploy", f"deploy in progress since {hhmm(started, now)} ({newest.get('id')}: {status})",
                         "wait for it, then run inv emergency.app-down again; roll back "
                         "(inv emergency.rollback) if it fails", priority=12)]
     if status == "live" and healthy is False and when:
@@ -201,7 +201,7 @@ def _render_findings(ev: Mapping[str, Any], healthy: bool | None, now: datetime,
             age = None
         if age is not None and age <= recent_deploy:
             return [Finding(CRITICAL, "deploy", f"the app broke after deploy {newest.get('id')} went live at "
-                            f"{hhmm(when)} ({human_age(age)} ago)", f"roll back{to} (inv emergency.rollback)",
+                            f"{hhmm(when, now)} ({_secs(age.total_seconds())} ago)", f"roll back{to} (inv emergency.rollback)",
                             priority=11)]
     return []
 
@@ -222,11 +222,11 @@ def _sentry_findings(issues: Sequence[Mapping[str, Any]] | None, now: datetime,
                     details=details)]
 
 
-def _workflow_findings(run: Mapping[str, Any] | None) -> list[Finding]:
+def _workflow_findings(run: Mapping[str, Any] | None, now: datetime) -> list[Finding]:
     if not run:
         return []
     name = run.get("name") or "deploy workflow"
-    when = hhmm(run.get("run_started_at") or run.get("created_at"))
+    when = hhmm(run.get("run_started_at") or run.get("created_at"), now)
     if run.get("status") != "completed":
         return [Finding(INFO, "github", f"{name} is {run.get('status')} (started {when})", "", priority=70)]
     if run.get("conclusion") not in ("success", "skipped", "neutral"):

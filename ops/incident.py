@@ -188,7 +188,7 @@ def _workflow(settings: Settings, ev: dict[str, Any]) -> checklist.Outcome:
     ev["workflow"] = run
     if run is None:
         return checklist.Outcome("github.deploy", "warn", f"{workflow} has no runs")
-    when = diagnose.hhmm(run.get("run_started_at") or run.get("created_at"))
+    when = diagnose.hhmm(run.get("run_started_at") or run.get("created_at"), datetime.now(timezone.utc))
     state = run.get("conclusion") or run.get("status")
     status = "pass" if state in ("success", "skipped", "neutral") else (
         "warn" if run.get("status") != "completed" else "fail")
@@ -286,7 +286,7 @@ def rollback(c, deploy=None, dry_run=False, yes=False):
     current = deploys[0] if deploys else {}
     message = ((target.get("commit") or {}).get("message") or "").splitlines()[:1]
     print(f"rollback: {render.service_id} from {current.get('id', '?')} ({current.get('status', '?')}) "
-          f"to {target['id']} ({target.get('status')}, {diagnose.hhmm(target.get('finishedAt') or target.get('createdAt'))}"
+          f"to {target['id']} ({target.get('status')}, {diagnose.hhmm(target.get('finishedAt') or target.get('createdAt'), datetime.now(timezone.utc))}"
           + (f": {message[0]}" if message else "") + ")")
     if dry_run:
         try:
