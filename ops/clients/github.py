@@ -280,7 +280,7 @@ class GitHub(Client):
     def workflow_runs(self, workflow: str, *, branch: str | None = None, status: str | None = None,
                       event: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """Runs of one workflow file (`backup.yml`, the file name only), newest first."""
-        params = {"branch": branch, "status": status, "event": event}
+        params: dict[str, Any] = {"branch": branch, "status": status, "event": event}
         if limit is not None:
             params["per_page"] = min(100, max(1, limit))
         return self._list(self.repo_path("actions", "workflows", quote(workflow, safe=""), "runs"), params,

@@ -167,7 +167,9 @@ def parse_content_range(value: str | None) -> ContentRange | None:
     match = _CONTENT_RANGE.fullmatch((value or "").strip())
     if not match:
         return None
-    num = lambda key: int(match[key]) if match[key] and match[key] != "*" else None  # noqa: E731
+    def num(key: str) -> int | None:
+        return int(match[key]) if match[key] and match[key] != "*" else None
+
     return ContentRange(num("start"), num("end"), num("total"))
 
 
