@@ -175,9 +175,9 @@ def render_table(outcomes: Sequence[Outcome], title: str = "", *, width: int = 1
 
     from rich.console import Console
 
-    console = Console(file=io.StringIO(), width=width, color_system=None, highlight=False)
-    console.print(build_table(outcomes, title))
-    return console.file.getvalue()  # type: ignore[attr-defined]
+    buffer = io.StringIO()
+    Console(file=buffer, width=width, color_system=None, highlight=False).print(build_table(outcomes, title))
+    return buffer.getvalue()
 
 
 def _md_cell(text: str) -> str:

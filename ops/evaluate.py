@@ -190,7 +190,8 @@ def restore_test_from_runs(runs: Sequence[Mapping[str, Any]] | None, *, workflow
     details = (f"{workflow} run {run.get('run_number', run.get('id'))}: {run.get('conclusion')}, "
                f"{human_age(now - when)} ago", str(run.get("html_url", "")))
     if run.get("conclusion") != "success":
-        return Outcome("backup.restore_test", "fail", f"the last restore rehearsal {run.get('conclusion')}",
+        return Outcome("backup.restore_test", "fail",
+                       f"the last restore rehearsal did not pass ({run.get('conclusion')})",
                        tuple(filter(None, details)))
     if now - when > timedelta(days=max_age_days):
         return Outcome("backup.restore_test", "warn", f"the last restore rehearsal passed {human_age(now - when)} ago",

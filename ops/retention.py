@@ -181,7 +181,7 @@ def backup_fresh(backups: Sequence[Backup], *, now: datetime, max_age_hours: flo
             return Outcome("backup.fresh", "warn", f"{newest.tag} is smaller than usual ({ratio:.0%})",
                            tuple(details))
     return Outcome("backup.fresh", "pass", f"{newest.tag}, {human_age(age)} old, {human_size(newest.size)}",
-                   tuple(d for d in details if d))
+                   tuple(d for d in details[1:] if d))   # the summary already names the newest
 
 
 def backup_trend(backups: Sequence[Backup], *, drop_warn: float = 0.5) -> Outcome:

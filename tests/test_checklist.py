@@ -153,7 +153,8 @@ def test_checks_run_concurrently():
 # -- backups: naming and prune selection ----------------------------------------------------------------------
 
 def release(tag: str, hours_old: float, size: int | None = 1000, *, draft: bool = False, rid: int = 0) -> dict:
-    assets = [{"name": tag.replace("backup-", "backup_") + ".sql.gz", "size": size, "state": "uploaded"}] if size else []
+    name = tag.replace("backup-", "backup_") + ".sql.gz"
+    assets = [{"name": name, "size": size, "state": "uploaded"}] if size else []
     return {"id": rid or abs(hash(tag)) % 10**6, "tag_name": tag, "created_at": ago(hours=hours_old),
             "html_url": f"https://github.com/o/r/releases/tag/{tag}", "draft": draft, "assets": assets}
 
