@@ -34,8 +34,9 @@ def run_checklist(settings: Settings, name: str, ids: tuple[str, ...], *, c: Any
                   run_restore_test: bool = False, now: datetime | None = None) -> checklist.Report:
     """Run the checks `ids` concurrently and return the report (no printing; stdout of checks goes to stderr)."""
     now = now or datetime.now(timezone.utc)
-    run = gather.Run(settings, now, c, run_restore_test, state_file=settings.state_dir / "checks-state.json")
     timeout = float(settings.get("checks.timeout", 60))
+    run = gather.Run(gather.patient(settings, timeout), now, c, run_restore_test,
+                     state_file=settings.state_dir / "checks-state.json")
     long = float(settings.get("checks.restore_test_timeout", 3600))
     checks = [checklist.Check(i, i, partial(gather.GATHERERS[i], run),
                               timeout=long if (i == "backup.restore_test" and run_restore_test) else timeout)

@@ -52,6 +52,24 @@ def need(settings: Settings, config: Iterable[str] = (), env: Iterable[str] = ()
     raise ConfigError("not configured: set " + ", ".join(names), hint="; ".join(hints))
 
 
+def patient(settings: Settings, timeout: float) -> Settings:
+    """Settings whose clients wait out a rate limit only while it fits well inside the check's timeout.
+
+    A longer wait becomes a clear `error` saying when the limit resets, instead of a check that just times out.
+    """
+    cap = max(1.0, timeout / 3)
+    over = {svc: {"max_wait": min(float(settings.get(f"{svc}.max_wait", 60) or 60), cap)}
+            for svc in ("github", "render", "sentry")}
+    return Settings.from_dict(ops=_merged(settings.ops, over), env=settings.env)
+
+
+def _merged(base: Any, over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
+
+
 def _github(run: Run) -> Any:
     from .clients.github import GitHub
 

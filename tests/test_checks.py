@@ -534,3 +534,12 @@ def test_prune_keeps_the_newest_even_when_all_are_old(fake_api, tmp_path):
                  home=tmp_path)
     assert result.returncode == 0, result.stderr
     assert len(fake_api.github.releases) == 7
+
+
+def test_a_rate_limit_longer_than_the_check_allows_is_reported_not_waited_for(fake_api, tmp_path):
+    nightly_backups(fake_api, 2)
+    fake_api.rate_limit(r"/releases", kind="secondary", retry_after=5, times=None)
+    started = time.monotonic()
+    out = fake_one(fake_api, "backup.fresh", tmp_path, checks={"timeout": 6}, github={"max_wait": 60})
+    assert time.monotonic() - started < 4
+    assert out.status == "error" and "rate limit" in out.summary, out
