@@ -62,6 +62,9 @@ class Verdict:
 def verdict(findings: Iterable[Finding], *, all_clear: str = "no problem found") -> Verdict:
     ordered = tuple(sorted(findings, key=lambda f: (_SEVERITY_RANK[f.severity], f.priority)))
     urgent = [f for f in ordered if f.severity in (CRITICAL, WARN)]
+    unchecked = [f.area for f in ordered if f.summary.startswith("could not check")]
+    if not urgent and unchecked:
+        return Verdict(ordered, f"{all_clear} in what could be checked; could not check {', '.join(unchecked)}")
     if not urgent:
         return Verdict(ordered, all_clear, ok=True)
     return Verdict(ordered, urgent[0].line(), ok=False)
@@ -253,12 +256,13 @@ def database(d: Mapping[str, Any], *, idle_minutes: float = 5, long_seconds: flo
                            priority=30))
     idle = [s for s in d.get("idle_in_transaction") or [] if float(s.get("seconds") or 0) >= idle_minutes * 60]
     blocking_pids = {p for b in d.get("blocked") or [] for p in b.get("blocked_by") or []}
-    idle_blockers = [s for s in idle if s.get("pid") in blocking_pids]
+    idle_blockers = [s for s in d.get("idle_in_transaction") or [] if s.get("pid") in blocking_pids]
     if d.get("blocked"):
         blocked = d["blocked"]
         longest = max(float(b.get("seconds") or 0) for b in blocked)
-        if idle_blockers:
-            action = f"end the idle transaction(s) holding the locks: --terminate-idle {int(idle_minutes)}"
+        if idle_blockers:  # pg_cancel_backend does nothing to an idle session: it must be ended
+            youngest = int(min(float(s.get("seconds") or 0) for s in idle_blockers) // 60)
+            action = f"end the idle transaction(s) holding the locks: inv emergency.db --terminate-idle {youngest}"
         else:
             pids = ", ".join(str(p) for p in sorted(blocking_pids))
             action = f"if blocker {pids} is stuck: SELECT pg_cancel_backend(pid) (pg_terminate_backend if that fails)"

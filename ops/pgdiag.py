@@ -59,10 +59,13 @@ SELECT pid, state, usename, application_name, host(client_addr),
   FROM pg_stat_activity WHERE pid = ANY(%(pids)s)
 """
 SEQ_SCANS = """
-SELECT quote_ident(schemaname) || '.' || quote_ident(relname), seq_scan, coalesce(idx_scan, 0), seq_tup_read,
-       n_live_tup
-  FROM pg_stat_user_tables
- WHERE n_live_tup >= %(min_rows)s AND seq_scan > 10 AND seq_scan > 10 * coalesce(idx_scan, 0)
+SELECT * FROM (
+  SELECT quote_ident(s.schemaname) || '.' || quote_ident(s.relname) AS name, s.seq_scan,
+         coalesce(s.idx_scan, 0) AS idx_scan, s.seq_tup_read,
+         CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint ELSE s.n_live_tup END AS estimate
+    FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+   WHERE s.seq_scan > 10 AND s.seq_scan > 10 * coalesce(s.idx_scan, 0)) t
+ WHERE estimate >= %(min_rows)s
  ORDER BY seq_tup_read DESC LIMIT 10
 """
 SIZES = "SELECT current_database(), pg_database_size(current_database())"
@@ -141,11 +144,13 @@ def _statements(conn: Any) -> list[dict[str, Any]] | None:
                     "ORDER BY {mean} DESC LIMIT 10").format(
         total=sql.Identifier(total), mean=sql.Identifier(mean), n=sql.Literal(EXCERPT),
         schema=sql.Identifier(row[0]))
-    with conn.transaction():  # a savepoint: without shared_preload_libraries the view raises
-        try:
+    import psycopg
+
+    try:
+        with conn.transaction():  # a savepoint, rolled back when the view raises
             rows = conn.execute(query).fetchall()
-        except Exception as exc:  # psycopg.Error: "must be loaded via shared_preload_libraries"
-            return [{"error": str(exc).strip().splitlines()[0]}]
+    except psycopg.Error as exc:  # "pg_stat_statements must be loaded via shared_preload_libraries"
+        return [{"error": str(exc).strip().splitlines()[0]}]
     return [{"calls": c, "total_ms": t, "mean_ms": m, "query": q} for c, t, m, q in rows]
 
 
@@ -175,7 +180,7 @@ SELECT pid, usename, application_name, host(client_addr),
        extract(epoch FROM now() - state_change)::float8, left(query, %(excerpt)s)
   FROM pg_stat_activity
  WHERE state IN ('idle in transaction', 'idle in transaction (aborted)') AND pid <> pg_backend_pid()
-   AND datname = current_database() AND now() - state_change >= make_interval(mins => %(minutes)s)
+   AND datname = current_database() AND now() - state_change >= %(minutes)s * interval '1 minute'
  ORDER BY state_change
 """
 

@@ -131,7 +131,11 @@ BASE = {"connections": 10, "max_connections": 100, "idle_in_transaction": [], "b
     ({"idle_in_transaction": [{"pid": 11, "seconds": 900, "application_name": "api"}],
       "blocked": [{"pid": 12, "blocked_by": [11], "seconds": 45, "query": "UPDATE draws"}]},
      "1 session(s) blocked for up to 45 s by pid(s) 11: end the idle transaction(s) holding the locks: "
-     "--terminate-idle 5"),
+     "inv emergency.db --terminate-idle 15"),
+    ({"idle_in_transaction": [{"pid": 7, "seconds": 20, "application_name": "api"}],
+      "blocked": [{"pid": 12, "blocked_by": [7], "seconds": 10, "query": "UPDATE draws"}]},
+     "1 session(s) blocked for up to 10 s by pid(s) 7: end the idle transaction(s) holding the locks: "
+     "inv emergency.db --terminate-idle 0"),
     ({"blocked": [{"pid": 12, "blocked_by": [7], "seconds": 10, "query": "UPDATE draws"}]},
      "1 session(s) blocked for up to 10 s by pid(s) 7: if blocker 7 is stuck: SELECT pg_cancel_backend(pid) "
      "(pg_terminate_backend if that fails)"),
@@ -147,7 +151,7 @@ BASE = {"connections": 10, "max_connections": 100, "idle_in_transaction": [], "b
      "Supabase services unhealthy: db UNHEALTHY: see status.supabase.com; the app cannot work until they recover"),
     ({"supabase": {"project": {"status": "RESTORING"}, "services": []}},
      "Supabase project is RESTORING: see the Supabase dashboard and status.supabase.com; wait or contact support"),
-], ids=["healthy", "connections", "blocked-by-idle", "blocked-by-active", "idle", "long-query", "unreachable",
+], ids=["healthy", "connections", "blocked-by-idle", "blocked-by-young-idle", "blocked-by-active", "idle", "long-query", "unreachable",
         "supabase-unhealthy", "supabase-restoring"])
 def test_database_headline(changes, expected):
     assert diagnose.verdict(diagnose.database({**BASE, **changes})).headline == expected
