@@ -143,34 +143,44 @@ def host_names(settings: Settings, only: Sequence[str] | None = None) -> list[st
 
 
 def gather(settings: Settings, names: Sequence[str], *, config: Any = None) -> dict[str, dict[str, Any]]:
-    """Run the report script on every host at once (ThreadingGroup); facts per host name, or {"error": ...}."""
+    """Run the report script on every host at once; facts per host name, or {"error": ..., "hint": ...}.
+
+    Hosts that share a service list share one script and one ThreadingGroup; the groups run side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    systemctl = str(settings.get("host_checks.systemctl") or "systemctl")
+    by_script: dict[str, list[str]] = {}
+    for name in names:
+        by_script.setdefault(report_script(services_for(settings, name), systemctl), []).append(name)
+    facts: dict[str, dict[str, Any]] = {}
+    with ThreadPoolExecutor(max_workers=len(by_script)) as pool:
+        for found in pool.map(lambda item: _run_group(settings, item[0], item[1], config), by_script.items()):
+            facts.update(found)
+    return facts
+
+
+def _run_group(settings: Settings, script: str, names: Sequence[str], config: Any) -> dict[str, dict[str, Any]]:
     from fabric import ThreadingGroup
     from fabric.exceptions import GroupException
 
     from . import remote
 
-    systemctl = str(settings.get("host_checks.systemctl") or "systemctl")
     conns = {name: remote.connect(settings, name, config=config) for name in names}
-    facts: dict[str, dict[str, Any]] = {}
-    # one group per distinct script (services may differ per host); each group runs its hosts concurrently
-    by_script: dict[str, list[str]] = {}
-    for name in names:
-        by_script.setdefault(report_script(services_for(settings, name), systemctl), []).append(name)
-    for script, group_names in by_script.items():
-        group = ThreadingGroup.from_connections([conns[n] for n in group_names])
-        try:
-            results: Mapping[Any, Any] = group.run(script, hide=True, warn=True, in_stream=False)
-        except GroupException as exc:
-            results = exc.result
-        finally:
-            group.close()
-        for name in group_names:
-            result = results.get(conns[name])
-            if isinstance(result, BaseException) or result is None:
-                facts[name] = {"error": getattr(result, "message", None) or f"{type(result).__name__}: {result}",
-                               "hint": getattr(result, "hint", None)}
-            else:
-                facts[name] = parse_report(result.stdout)
+    group = ThreadingGroup.from_connections(list(conns.values()))
+    try:
+        results: Mapping[Any, Any] = group.run(script, hide=True, warn=True, in_stream=False)
+    except GroupException as exc:  # some hosts failed to connect: the others' results are in here too
+        results = exc.result
+    finally:
+        group.close()
+    facts = {}
+    for name, cxn in conns.items():
+        result = results.get(cxn)
+        if isinstance(result, BaseException) or result is None:
+            facts[name] = {"error": getattr(result, "message", None) or f"{type(result).__name__}: {result}",
+                           "hint": getattr(result, "hint", None)}
+        else:
+            facts[name] = parse_report(result.stdout)
     return facts
 
 
