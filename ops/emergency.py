@@ -1,8 +1,8 @@
 """Emergencies: approved production restore and incident diagnosis (runbook: Emergency Procedures)."""
 import sys
 
-from ._pending import not_yet
 from .config import Settings
+from .emergency_restore import audit, restore  # noqa: F401
 from .errors import ConfigError
 from .incident import app_down, block_ip, db, escalate, restart, rollback, rotate_secret, security  # noqa: F401
 from .tasking import task
@@ -69,8 +69,3 @@ def approve(c, tag=None, ttl=None, reason=None, action=None, sha256=None, file=N
          f"expires {tokens.iso_time(body.get('expires_at', 0))} ({seconds} s); single use")
     print(token)
 
-
-@task
-def restore(c):
-    """Restore production from a backup, with a signed two-person approval."""
-    raise not_yet("emergency.restore", 4)

@@ -17,10 +17,13 @@ from typing import Any
 # The runbook's seven steps, with the extra ones the issue adds; keys are used in the audit log.
 STEPS: tuple[tuple[str, str], ...] = (
     ("approval", "0  approval and guard"),
+    ("preflight", "0b preflight: client tools, Render, the app, Sentry"),
     ("download", "1  download and verify the backup"),
+    ("fit", "1a check the backup fits production (nothing in scope left out)"),
     ("rehearsal", "1b rehearsal in a scratch database on staging"),
     ("snapshot", "2  snapshot production (pg_dump, verified, kept locally)"),
-    ("confirm", "2b confirmation (type the database name)"),
+    ("confirm", "2b plan and confirmation (type the database name)"),
+    ("consume", "2c use the approval (single use)"),
     ("notify", "   notify stakeholders (GitHub issue)"),
     ("maintenance", "3  maintenance mode"),
     ("sessions", "4a end the sessions still connected"),
