@@ -1,0 +1,953 @@
+"""Effect: the restore engine. Streams a checked backup into one database in one transaction, all or nothing.
+
+    target = guard.require(settings, url, action="restore.staging")      # always first: the guard
+    plan = RestorePlan(backup=path, schemas=("public",), lock_timeout="30s")
+    result = restore_stream(target, plan)                                # RestoreResult; .committed, .steps, ...
+    result.raise_for_failure()                                           # OpsError with a hint, if it failed
+
+One pass: the .gz is decompressed, screened, counted and filtered by `ops.dumps.DumpReader` while psql reads it.
+psql runs with `-X -q -v ON_ERROR_STOP=1` and no --single-transaction (which would COMMIT whatever it read when its
+input ends, even a truncated dump): the engine sends `BEGIN;` itself, and `COMMIT;` only after the reader reached
+the end of a complete, clean dump and every table's row count inside the transaction equals the backup's. Anything
+else (a refused statement, a gzip error, Ctrl-C, a failed count) kills psql, so the server rolls back.
+
+Inside the transaction, before the dump: `lock_timeout` (config `ops.restore.lock_timeout`; the dump's own
+`SET lock_timeout = 0;` is rewritten to it), and an advisory transaction lock so two restores of one database cannot
+overlap. Nothing of the engine's own stays in the target: no table, no function, no setting. A watcher connection
+names the sessions that block the restore when it gives up on a lock. ANALYZE runs after the commit.
+
+`runner` lets the same stream go to another psql with the same `run(chunks) -> PsqlResult` contract (the
+`--via HOST` path: `ops.remote_psql.RemotePsql`).
+"""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from . import dumps, pg
+from .errors import ConfigError, OpsError, ServiceError, VerificationFailed
+from .redact import redact_text
+from .remote_psql import BEGIN, COMMIT, PsqlResult
+
+MIN_PSQL = (13, 0)
+ADVISORY_KEY = 1869640562           # "opsr": first half of the advisory lock key; the second is the database name's hash
+LOCK_TIMEOUT_MESSAGE = "canceling statement due to lock timeout"
+BUSY_MESSAGE = "lottery-ops: another restore of this database is running"
+COUNT_MESSAGE = "lottery-ops: row count mismatch"
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h|d)?\s*")
+_UNITS_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1}
+STDERR_LIMIT = 1 << 16
+
+
+# -- records -----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RestorePlan:
+    """What to restore and how. `schemas=None` restores everything the backup holds (`--schemas all`)."""
+
+    backup: Path
+    schemas: tuple[str, ...] | None = ("public",)
+    create_roles: bool = False
+    lock_timeout: str = "30s"
+    strict: bool = False            # production: anything in scope that cannot be restored refuses the restore
+    analyze: bool = True
+    check_counts: bool = True       # compare every table's rows inside the transaction, before COMMIT
+    psql: str = "psql"
+    sha256: str | None = None
+    tag: str | None = None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the target and the local psql are (gathered before anything is sent)."""
+
+    psql: str
+    psql_version: tuple[int, int]
+    server_version: int
+    user: str
+    superuser: bool
+    roles: frozenset[str]
+    extensions: frozenset[str]
+    publications: frozenset[str]
+    free_bytes: int | None = None
+
+    @property
+    def server(self) -> tuple[int, int]:
+        return pg.version_tuple(self.server_version)
+
+
+@dataclass
+class Step:
+    name: str
+    seconds: float
+    outcome: str                    # ok | failed | skipped | planned
+    detail: str = ""
+
+
+@dataclass
+class RestoreResult:
+    target: str                     # redacted
+    backup: str
+    committed: bool = False
+    dry_run: bool = False
+    steps: list[Step] = field(default_factory=list)
+    report: dumps.Report | None = None
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    blockers: list[str] = field(default_factory=list)
+    hint: str | None = None
+    psql: PsqlResult | None = None
+    error: OpsError | None = None
+    commit_unknown: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return (self.committed or self.dry_run) and not self.problems
+
+    @property
+    def tables(self) -> dict[str, int]:
+        return self.report.restored_tables() if self.report is not None else {}
+
+    @property
+    def left_out(self) -> list[dumps.LeftOut]:
+        return list(self.report.left_out) if self.report is not None else []
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds for s in self.steps)
+
+    @property
+    def committed_state(self) -> bool | None:
+        """True committed, False rolled back (nothing changed), None unknown (COMMIT sent, then the link broke)."""
+        if self.committed:
+            return True
+        return None if self.commit_unknown else False
+
+    @property
+    def summary(self) -> str:
+        if self.dry_run:
+            return f"dry run: {len(self.tables)} tables would be restored into {self.target}"
+        if self.committed:
+            return (f"{len(self.tables)} tables, {sum(self.tables.values()):,} rows restored into {self.target} "
+                    f"in {self.seconds:.1f} s")
+        return f"not restored ({self.problems[0] if self.problems else 'no COMMIT'}); {self.target} unchanged"
+
+    def step(self, name: str) -> Step | None:
+        return next((s for s in self.steps if s.name == name), None)
+
+    def render(self) -> str:
+        return render_result(self)
+
+    def raise_for_failure(self) -> None:
+        if self.ok:
+            return
+        if self.error is not None:
+            raise self.error
+        first = self.problems[0] if self.problems else "the restore did not commit"
+        more = f" (and {len(self.problems) - 1} more problems)" if len(self.problems) > 1 else ""
+        raise VerificationFailed(f"restore into {self.target} failed: {first}{more}; nothing was changed",
+                                 hint=self.hint or "read the psql output above, fix the cause, and run again")
+
+
+class Runner(Protocol):
+    def run(self, chunks: Iterable[bytes]) -> PsqlResult: ...
+
+
+# -- pure: durations, SQL the engine sends, reading psql's errors -----------------------------------------------------
+def parse_duration_ms(text: str) -> int:
+    """PostgreSQL-style duration -> milliseconds: "30s" -> 30000, "500ms", "2min", "1h", "0" (no limit)."""
+    m = _DURATION.fullmatch(str(text))
+    if not m:
+        raise ConfigError(f"ops.restore.lock_timeout {text!r} is not a duration",
+                          hint="write it as PostgreSQL does: 500ms, 30s, 2min")
+    return int(float(m[1]) * _UNITS_MS[m[2]])
+
+
+def prologue(lock_timeout_ms: int) -> bytes:
+    """What runs right after BEGIN: the lock timeout and the advisory lock (both end with the transaction)."""
+    lines = [f"SET lock_timeout = {lock_timeout_ms};",
+             "DO $ops_lock$ BEGIN IF NOT pg_catalog.pg_try_advisory_xact_lock("
+             f"{ADVISORY_KEY}, pg_catalog.hashtext(pg_catalog.current_database())) THEN "
+             f"RAISE EXCEPTION '{BUSY_MESSAGE}'; END IF; END $ops_lock$;"]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def split_table(key: str) -> tuple[str, str]:
+    """"public.User" -> ("public", "User") (pg_dump's TOC names: the schema holds no dot in practice)."""
+    schema, _, name = key.partition(".")
+    return (schema, name) if name else ("public", schema)
+
+
+def count_check_sql(tables: Mapping[str, int]) -> bytes:
+    """A DO block that raises unless every table holds exactly the rows the backup sent (runs before COMMIT)."""
+    if not tables:
+        return b""
+    values = ",\n".join(f"({quote_literal(s)}, {quote_literal(t)}, {int(n)})"
+                        for s, t, n in ((*split_table(k), v) for k, v in sorted(tables.items())))
+    tag = "$ops_check_" + secrets.token_hex(4) + "$"
+    return (f"DO {tag} DECLARE r record; found bigint; BEGIN\n"
+            f"FOR r IN SELECT * FROM (VALUES\n{values}\n) AS v(s, t, n) LOOP\n"
+            "EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %I.%I', r.s, r.t) INTO found;\n"
+            f"IF found <> r.n THEN RAISE EXCEPTION '{COUNT_MESSAGE}: %.% holds % rows, the backup has %', "
+            "r.s, r.t, found, r.n; END IF;\nEND LOOP; END {tag};\n".replace("{tag}", tag)).encode()
+
+
+class PreambleEditor:
+    """Rewrites `SET lock_timeout = 0;` in the dump's preamble (before its first TOC entry) to our value; later
+    bytes pass through untouched. Works on chunks of any size."""
+
+    _TOC = re.compile(rb"^-- (?:Data for )?Name: ", re.M)
+
+    def __init__(self, lock_timeout_ms: int):
+        self.old = b"SET lock_timeout = 0;\n"
+        self.new = f"SET lock_timeout = {lock_timeout_ms};\n".encode()
+        self.active = True
+        self.tail = b""
+        self.rewritten = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not self.active:
+            return chunk
+        data = self.tail + chunk
+        m = self._TOC.search(data)
+        if m is not None:
+            head, rest = data[:m.start()], data[m.start():]
+            self.active, self.tail = False, b""
+            return self._rewrite(head) + rest
+        cut = data.rfind(b"\n") + 1             # hold back a partial last line
+        self.tail = data[cut:]
+        return self._rewrite(data[:cut])
+
+    def flush(self) -> bytes:
+        out, self.tail = self._rewrite(self.tail), b""
+        return out
+
+    def _rewrite(self, text: bytes) -> bytes:
+        if not self.rewritten and (text.startswith(self.old) or b"\n" + self.old in text):
+            self.rewritten = True
+            if text.startswith(self.old):
+                return self.new + text[len(self.old):]
+            return text.replace(b"\n" + self.old, b"\n" + self.new, 1)
+        return text
+
+
+def psql_errors(stderr: str, limit: int = 8) -> list[str]:
+    """The ERROR/FATAL lines psql printed (with their psql:<stdin>:N: prefix removed), first ones first."""
+    found = []
+    for line in stderr.splitlines():
+        text = re.sub(r"^psql:[^:]*:\d+: ", "", line.strip())
+        if text.startswith(("ERROR:", "FATAL:", "error:", "psql: error:")):
+            found.append(text)
+        if len(found) >= limit:
+            break
+    return found
+
+
+def describe_session(row: Mapping[str, Any]) -> str:
+    """One blocking session as a line an operator can act on."""
+    who = f"user {row.get('usename') or '?'}"
+    if row.get("application_name"):
+        who += f", application {row['application_name']!r}"
+    if row.get("client_addr"):
+        who += f", from {row['client_addr']}"
+    state = row.get("state") or "?"
+    age = row.get("xact_age")
+    held = f", transaction open {int(age)} s" if age is not None else ""
+    query = " ".join(str(row.get("query") or "").split())[:100]
+    return f"pid {row['pid']} ({who}; {state}{held}): {query}" if query else f"pid {row['pid']} ({who}; {state}{held})"
+
+
+def missing_on_target(requires: Mapping[str, Any], caps: Capabilities) -> list[str]:
+    """Pure: what the backup needs that the target lacks (extensions, policy roles, superuser for event triggers
+    and publications)."""
+    missing = []
+    ext = [e for e in requires.get("extensions", []) if e not in caps.extensions]
+    if ext:
+        missing.append("extensions not available on the target: " + ", ".join(ext))
+    roles = [r for r in requires.get("roles", []) if r not in caps.roles]
+    if roles:
+        missing.append("roles named in policies that do not exist on the target: " + ", ".join(roles))
+    if not caps.superuser:
+        for key, what in (("event_triggers", "event triggers"), ("publications", "publications")):
+            if requires.get(key):
+                missing.append(f"{what} need a superuser ({caps.user} is not): " + ", ".join(requires[key]))
+    return missing
+
+
+def is_scope_only(left: dumps.LeftOut) -> bool:
+    """Left out only because it lies outside the restore's scope (not a loss: the target keeps its own)."""
+    return "outside the restore's scope" in left.reason
+
+
+def strict_losses(report: dumps.Report) -> list[dumps.LeftOut]:
+    """In-scope objects the filter left out: a production restore refuses them."""
+    return [lo for lo in report.left_out if not is_scope_only(lo)]
+
+
+def estimated_size(path: Path) -> int:
+    """Uncompressed size of a .gz from its trailer (ISIZE, modulo 4 GiB, corrected upwards), or the file's size."""
+    size = path.stat().st_size
+    if not path.name.endswith(".gz") or size < 18:
+        return size
+    with open(path, "rb") as fh:
+        fh.seek(-4, os.SEEK_END)
+        isize = int.from_bytes(fh.read(4), "little")
+    while isize < size:
+        isize += 1 << 32
+    return isize
+
+
+def render_result(r: RestoreResult) -> str:
+    out = []
+    for s in r.steps:
+        out.append(f"  {s.name:<10} {s.outcome:<8} {s.seconds:7.2f} s  {s.detail}".rstrip())
+    rep = r.report
+    if rep is not None:
+        if rep.adaptations:
+            out.append("adapted:")
+            out += [f"  {a}" for a in rep.adaptations]
+        lost = [lo for lo in rep.left_out if not is_scope_only(lo)]
+        scoped = len(rep.left_out) - len(lost)
+        if lost:
+            out.append(f"left out ({len(lost)}):")
+            out += [f"  {lo.type} {lo.schema}.{lo.name}: {lo.reason}" + (f" ({lo.rows:,} rows)" if lo.rows else "")
+                    for lo in lost]
+        if scoped:
+            out.append(f"outside the restore's scope, untouched: {scoped} entries")
+        if rep.roles_created:
+            out.append("roles created (NOLOGIN): " + ", ".join(rep.roles_created))
+    out += [f"warning: {w}" for w in r.warnings]
+    if r.blockers:
+        out.append("sessions blocking the restore:")
+        out += [f"  {b}" for b in r.blockers]
+    out += [f"problem: {p}" for p in r.problems]
+    return "\n".join(out)
+
+
+# -- effects: the target ----------------------------------------------------------------------------------------------
+CAPS_SQL = """
+SELECT current_setting('server_version_num')::int, current_user,
+       (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
+       ARRAY(SELECT rolname FROM pg_roles),
+       ARRAY(SELECT name FROM pg_available_extensions),
+       ARRAY(SELECT pubname FROM pg_publication),
+       (SELECT setting FROM pg_settings WHERE name = 'data_directory'),
+       inet_server_addr()::text
+"""
+
+
+def find_psql(psql: str = "psql") -> tuple[str, tuple[int, int]]:
+    """The psql to use and its version; ConfigError (names found/needed/how to install) if missing or too old."""
+    exe = pg.find_tool(psql, MIN_PSQL)
+    return exe, pg.tool_version(exe)
+
+
+def capabilities(target: Any, plan: RestorePlan) -> Capabilities:
+    """Ask the target what it has (read-only), and check the local psql."""
+    exe, version = find_psql(plan.psql)
+    with pg.connect(target.conninfo) as conn:
+        row = conn.execute(CAPS_SQL).fetchone()
+    assert row is not None
+    server, user, superuser, roles, extensions, pubs, datadir, addr = row
+    return Capabilities(psql=exe, psql_version=version, server_version=int(server), user=str(user),
+                        superuser=bool(superuser), roles=frozenset(roles), extensions=frozenset(extensions),
+                        publications=frozenset(pubs), free_bytes=_local_free_bytes(datadir, addr))
+
+
+def _local_free_bytes(datadir: str | None, addr: str | None) -> int | None:
+    """Free space of the server's data directory, when the server runs on this machine and says where it is."""
+    if not datadir:
+        return None
+    from .guard import local_addresses
+
+    local = addr is None or addr.split("/")[0] in local_addresses() or addr.startswith(("127.", "::1"))
+    if not local or not os.path.isdir(datadir):
+        return None
+    st = os.statvfs(datadir)
+    return st.f_bavail * st.f_frsize
+
+
+def dumps_plan(plan: RestorePlan, caps: Capabilities) -> dumps.Plan:
+    return dumps.Plan(scope=frozenset(plan.schemas) if plan.schemas is not None else None,
+                      available_extensions=caps.extensions, existing_roles=caps.roles,
+                      existing_publications=caps.publications, create_roles=plan.create_roles,
+                      superuser=caps.superuser, executor="psql", psql_version=caps.psql_version,
+                      server_version=caps.server, single_transaction=True)
+
+
+def ends_with_footer(tail: bytes) -> bool:
+    """Pure: whether the last bytes of a dump are pg_dump's footer (optionally followed by `\\unrestrict KEY`)."""
+    lines = tail.rstrip(b"\n").split(b"\n")
+    if lines and lines[-1].startswith(b"\\unrestrict "):
+        lines = lines[:-1]
+        while lines and not lines[-1]:
+            lines.pop()
+    return lines[-3:] == [b"--", dumps.FOOTER.rstrip(b"\n"), b"--"]
+
+
+def precheck(path: Path, progress: Callable[[int], None] | None = None, sink: Any = None) -> int:
+    """Before anything touches the database: the whole gzip stream decompresses (CRC and length), and the dump ends
+    with pg_dump's footer. Fast (ISA-L, no parsing); the full screening happens while streaming. Returns the size;
+    `sink.write` receives the decompressed bytes (restore.extract)."""
+    tail = b""
+    total = 0
+    with dumps.open_backup(path) as stream:
+        for chunk in stream:
+            total += len(chunk)
+            tail = (tail + chunk[-4096:])[-4096:]
+            if sink is not None:
+                sink.write(chunk)
+            if progress:
+                progress(total)
+    if not ends_with_footer(tail):
+        raise VerificationFailed(f"{path.name}: the dump does not end with pg_dump's `-- PostgreSQL database dump "
+                                 "complete` footer: it was cut short", hint="download it again, or pick another backup")
+    return total
+
+
+def extract(src: Path, out: Path | None = None) -> Path:
+    """restore.extract: decompress `src` to `out` (default: without .gz) through `<out>.part`, renamed only when the
+    gzip stream was whole and the dump ends with its footer."""
+    if not src.name.endswith(".gz"):
+        raise ConfigError(f"{src.name} is not a .gz file", hint="restore.extract decompresses .sql.gz backups")
+    dest = out or src.with_name(src.name[:-3])
+    part = dest.with_name(dest.name + ".part")
+    try:
+        with open(part, "wb") as fh:
+            precheck(src, sink=fh)
+        os.replace(part, dest)
+    finally:
+        part.unlink(missing_ok=True)
+    return dest
+
+
+def dry_filter(path: Path, dplan: dumps.Plan) -> dumps.Report:
+    """The filter's verdict without sending anything: what would be left out or adapted, or the first refusal."""
+    reader = dumps.DumpReader(dplan)
+    with dumps.open_backup(path) as stream:
+        for _ in reader.filter(stream):
+            pass
+    return reader.report
+
+
+class Watcher(threading.Thread):
+    """Polls for the sessions that block our psql (found by its application_name), while it runs."""
+
+    def __init__(self, conninfo: str, app: str, interval: float):
+        super().__init__(daemon=True)
+        self.conninfo, self.app, self.interval = conninfo, app, interval
+        self.stopped = threading.Event()
+        self.blockers: list[str] = []
+        self.backend_pid: int | None = None
+
+    def run(self) -> None:
+        try:
+            with pg.connect(self.conninfo, autocommit=True) as conn:
+                while not self.stopped.wait(self.interval):
+                    rows = conn.execute(BLOCKERS_SQL, {"app": self.app}).fetchall()
+                    if rows:
+                        self.blockers = [describe_session(_row(r)) for r in rows]
+                    if self.backend_pid is None:
+                        found = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                                             (self.app,)).fetchone()
+                        self.backend_pid = found[0] if found else None
+        except Exception:  # the watcher only adds detail; the restore does not depend on it
+            return
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(5)
+
+
+BLOCKERS_SQL = """
+SELECT b.pid, b.usename, b.application_name, b.client_addr::text, b.state,
+       extract(epoch FROM now() - b.xact_start), left(b.query, 200)
+FROM pg_stat_activity w CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS x(pid)
+JOIN pg_stat_activity b ON b.pid = x.pid
+WHERE w.application_name = %(app)s
+"""
+HOLDERS_SQL = """
+SELECT DISTINCT a.pid, a.usename, a.application_name, a.client_addr::text, a.state,
+       extract(epoch FROM now() - a.xact_start), left(a.query, 200)
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND a.pid <> pg_backend_pid() AND (%(schemas)s::text[] IS NULL OR n.nspname = ANY(%(schemas)s))
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+
+
+def _row(r: Any) -> dict[str, Any]:
+    keys = ("pid", "usename", "application_name", "client_addr", "state", "xact_age", "query")
+    return dict(zip(keys, r))
+
+
+def parse_identifier(text: str) -> tuple[str, ...]:
+    """Pure: an SQL name as written in config -> its parts: `public."User"` -> ("public", "User"); `users` ->
+    ("users",) (unquoted names fold to lower case, as PostgreSQL does)."""
+    parts, rest = [], str(text).strip()
+    while rest:
+        if rest.startswith('"'):
+            m = re.match(r'"((?:[^"]|"")+)"', rest)
+            if not m:
+                raise ConfigError(f"cannot read the name {text!r}", hint='quote mixed-case names: \'"User"\'')
+            parts.append(m[1].replace('""', '"'))
+        else:
+            m = re.match(r"[A-Za-z_][A-Za-z0-9_$]*", rest)
+            if not m:
+                raise ConfigError(f"cannot read the name {text!r}", hint='write names as public."User" or users')
+            parts.append(m[0].lower())
+        rest = rest[m.end():].strip()
+        if rest.startswith("."):
+            rest = rest[1:].strip()
+            if not rest:
+                raise ConfigError(f"cannot read the name {text!r}")
+        elif rest:
+            raise ConfigError(f"cannot read the name {text!r}", hint='write names as public."User" or users')
+    if not parts or len(parts) > 2:
+        raise ConfigError(f"cannot read the name {text!r}", hint='write names as public."User" or users')
+    return tuple(parts)
+
+
+def recent_data(conninfo: str, queries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The runbook's recent-data queries (`ops.verify.recent`: {table, column}): each passes when the table exists
+    and has rows, and shows the newest value of the column. Read-only."""
+    from psycopg import sql
+
+    out: list[dict[str, Any]] = []
+    queries = list(queries or [])
+    if not queries:
+        return out
+    with pg.connect(conninfo, autocommit=True) as conn:
+        conn.read_only = True
+        for q in queries:
+            table, column = str(q.get("table", "")), str(q.get("column", ""))
+            entry: dict[str, Any] = {"table": table, "column": column}
+            try:
+                tparts, (col,) = parse_identifier(table), parse_identifier(column)
+            except (ConfigError, ValueError):
+                entry["error"] = "ops.verify.recent entry is not {table: NAME, column: NAME}"
+                out.append(entry)
+                continue
+            qualified = ".".join(quote_ident(part) for part in tparts)
+            found = conn.execute("SELECT to_regclass(%s)::text", (qualified,)).fetchone()
+            if not found or found[0] is None:
+                entry["error"] = f"no table {table}"
+                out.append(entry)
+                continue
+            name = sql.SQL(found[0])   # regclass text: quoted as needed by the server itself
+            try:
+                rows, newest = conn.execute(sql.SQL("SELECT count(*), max({})::text FROM {}").format(
+                    sql.Identifier(col), name)).fetchone()
+            except Exception as exc:  # psycopg.Error: no such column, no permission  # noqa: BLE001
+                entry["error"] = str(exc).strip().splitlines()[0][:200]
+                out.append(entry)
+                continue
+            entry.update(rows=int(rows), newest=newest)
+            if not rows:
+                entry["error"] = f"{table} has no rows"
+            out.append(entry)
+    return out
+
+
+def lock_holders(conninfo: str, schemas: tuple[str, ...] | None) -> list[str]:
+    """Sessions holding locks on tables in the restore's scope (asked after a lock timeout)."""
+    try:
+        with pg.connect(conninfo, autocommit=True) as conn:
+            rows = conn.execute(HOLDERS_SQL, {"schemas": list(schemas) if schemas is not None else None}).fetchall()
+    except Exception:
+        return []
+    return [describe_session(_row(r)) for r in rows]
+
+
+def analyze(conninfo: str, schemas: tuple[str, ...] | None) -> int:
+    """ANALYZE what the restore replaced (dumps carry no planner statistics); returns the number of tables."""
+    from psycopg import sql
+
+    with pg.connect(conninfo, autocommit=True) as conn:
+        if schemas is None:
+            conn.execute("ANALYZE")
+            row = conn.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                               "WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN "
+                               "('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'").fetchone()
+            return int(row[0]) if row else 0
+        rows = conn.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                            "WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname = ANY(%s) ORDER BY 1, 2",
+                            (list(schemas),)).fetchall()
+        if rows:
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(sql.Identifier(s, t) for s, t in rows)))
+        return len(rows)
+
+
+# -- effects: local psql ------------------------------------------------------------------------------------------------
+class LocalPsql:
+    """psql on this machine, fed from an iterator of bytes; the same contract as `ops.remote_psql.RemotePsql`:
+    BEGIN first, COMMIT only after the iterator ended normally, psql killed (so the server rolls back) when the
+    iterator raises or `abort()` is called. One `run()` per instance."""
+
+    def __init__(self, env: Mapping[str, str], *, psql: str = "psql", args: Iterable[str] = (),
+                 atomic: bool = True, on_error_stop: bool = True):
+        if any(a in ("-1", "--single-transaction") for a in args):
+            raise ConfigError("--single-transaction would COMMIT a truncated stream",
+                              hint="leave it out: the restore sends BEGIN/COMMIT itself")
+        self.argv = pg.psql_argv(psql, on_error_stop=on_error_stop, extra=args)
+        self.env = dict(env)
+        self.atomic = atomic
+        self._abort = threading.Event()
+        self._reason = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.commit_sent = False
+
+    def abort(self, reason: str = "aborted") -> None:
+        if not self._abort.is_set():
+            self._reason = reason
+            self._abort.set()
+        self._kill()
+
+    def _kill(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def run(self, chunks: Iterable[bytes]) -> PsqlResult:
+        try:
+            # a session of its own: the terminal's Ctrl-C reaches us, and we decide (kill, never a clean EOF)
+            proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    env=self.env, start_new_session=True, bufsize=1 << 20)
+        except OSError as exc:
+            raise ConfigError(f"cannot start {self.argv[0]}: {exc}", hint=pg.install_hint("psql", MIN_PSQL)) from None
+        self._proc = proc
+        out, err = _Tail(), _Tail()
+        readers = [threading.Thread(target=out.drain, args=(proc.stdout,), daemon=True),
+                   threading.Thread(target=err.drain, args=(proc.stderr,), daemon=True)]
+        for t in readers:
+            t.start()
+        assert proc.stdin is not None
+        sent, interrupt = 0, None
+        try:
+            if self.atomic:
+                proc.stdin.write(BEGIN)
+            for chunk in chunks:
+                if self._abort.is_set():
+                    break
+                proc.stdin.write(chunk)
+                sent += len(chunk)
+        except BrokenPipeError:
+            pass                                        # psql stopped reading: its own error (ON_ERROR_STOP)
+        except BaseException as exc:                    # the stream failed (refused dump, gzip error, Ctrl-C)
+            if not self._abort.is_set():
+                self._reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                self._abort.set()
+            if isinstance(exc, KeyboardInterrupt):
+                interrupt = exc
+        committed_sent = self.commit_sent = False
+        if self._abort.is_set():
+            self._kill()
+        elif proc.poll() is None:
+            try:
+                if self.atomic:
+                    proc.stdin.write(COMMIT)
+                    committed_sent = self.commit_sent = True
+                proc.stdin.close()                      # EOF after COMMIT: psql ends
+            except BrokenPipeError:
+                pass
+        try:
+            exited = proc.wait()
+        except KeyboardInterrupt as exc:
+            self.abort("interrupted")
+            exited, interrupt = proc.wait(), exc
+        for t in readers:
+            t.join(10)
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+        if interrupt is not None:
+            raise interrupt
+        aborted = self._abort.is_set()
+        code = None if exited < 0 else exited
+        return PsqlResult(exited=code, stdout=out.text(), stderr=err.text(), bytes_sent=sent,
+                          committed=committed_sent and code == 0 and not aborted, aborted=aborted,
+                          reason=self._reason if aborted else "")
+
+
+class _Tail:
+    """Keeps the first and the last STDERR_LIMIT bytes of a stream (constant memory however much psql prints)."""
+
+    def __init__(self) -> None:
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.dropped = 0
+
+    def drain(self, stream: Any) -> None:
+        for data in iter(lambda: stream.read1(65536), b""):
+            room = STDERR_LIMIT - len(self.head)
+            if room > 0:
+                self.head += data[:room]
+                data = data[room:]
+            if data:
+                self.tail += data
+                if len(self.tail) > STDERR_LIMIT:
+                    self.dropped += len(self.tail) - STDERR_LIMIT
+                    del self.tail[:len(self.tail) - STDERR_LIMIT]
+
+    def text(self) -> str:
+        middle = f"\n[... {self.dropped} bytes left out ...]\n".encode() if self.dropped else b""
+        return (bytes(self.head) + middle + bytes(self.tail)).decode("utf-8", "replace")
+
+
+# -- the engine ---------------------------------------------------------------------------------------------------------
+def psql_env(target: Any, app: str, server_version: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for psql: the caller's without PG* variables, the target's PG* (password included, never on
+    a command line), our application_name, and a server-side check that ends the session if psql dies (14+)."""
+    env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("PG")}
+    env.update(target.env)
+    env["PGAPPNAME"] = app
+    if server_version >= 140000:
+        extra = "-c client_connection_check_interval=1000"
+        env["PGOPTIONS"] = f"{env['PGOPTIONS']} {extra}" if env.get("PGOPTIONS") else extra
+    return env
+
+
+def restore_stream(target: Any, plan: RestorePlan, *, dry_run: bool = False,
+                   progress: Callable[[int], None] | None = None, runner: Runner | None = None,
+                   caps: Capabilities | None = None, watch: bool = True) -> RestoreResult:
+    """Restore `plan.backup` into `target` (a guard.Target: the caller has asked the guard) in one transaction.
+
+    Raises only for what must stop everything before it starts (no psql, target unreachable, bad settings);
+    every outcome of the stream itself is in the returned RestoreResult (`.committed`, `.problems`, `.steps`)."""
+    result = RestoreResult(target=target.redacted, backup=plan.backup.name, dry_run=dry_run)
+    timeout_ms = parse_duration_ms(plan.lock_timeout)
+    t0 = time.monotonic()
+    caps = caps or capabilities(target, plan)
+    result.steps.append(Step("preflight", time.monotonic() - t0, "ok",
+                             f"psql {caps.psql_version[0]}.{caps.psql_version[1]}, server "
+                             f"{caps.server[0]}.{caps.server[1]}, as {caps.user}"
+                             + (" (superuser)" if caps.superuser else "")))
+    size = estimated_size(plan.backup)
+    if caps.free_bytes is not None and caps.free_bytes < size:
+        result.warnings.append(f"the server's disk has {caps.free_bytes / 1e9:.1f} GB free and the backup holds "
+                               f"{size / 1e9:.1f} GB of SQL: the restore may run out of space")
+    dplan = dumps_plan(plan, caps)
+    if not _timed(result, "check", lambda: precheck(plan.backup), "gzip stream whole, footer present"):
+        return result
+    if dry_run:
+        reader_ok = _timed(result, "filter", lambda: setattr(result, "report", dry_filter(plan.backup, dplan)),
+                           "screened and filtered; nothing sent")
+        if reader_ok and plan.strict:
+            _refuse_losses(result)
+        result.steps.append(Step("restore", 0.0, "planned", f"into {target.redacted}"))
+        return result
+    app = f"lottery-ops restore {secrets.token_hex(4)}"
+    reader = dumps.DumpReader(dplan)
+    result.report = reader.report
+    failure: list[BaseException] = []
+    stream = _stream(plan, reader, timeout_ms, progress, failure)
+    runner = runner or LocalPsql(psql_env(target, app, caps.server_version), psql=caps.psql)
+    watcher = Watcher(target.conninfo, app, max(0.05, min(1.0, timeout_ms / 4000))) if watch else None
+    if watcher:
+        watcher.start()
+    t1 = time.monotonic()
+    try:
+        psql = runner.run(stream)
+    finally:
+        if watcher:
+            watcher.stop()
+    result.psql = psql
+    result.committed = psql.committed
+    result.commit_unknown = bool(getattr(runner, "commit_sent", False)) and not psql.committed \
+        and psql.exited not in (0, 1, 3)
+    _interpret(result, psql, failure, watcher, target, plan)
+    detail = (f"{len(result.tables)} tables, {sum(result.tables.values()):,} rows, committed" if psql.committed
+              else "rolled back: nothing changed")
+    result.steps.append(Step("restore", time.monotonic() - t1, "ok" if psql.committed else "failed", detail))
+    if psql.committed and plan.analyze:
+        t2 = time.monotonic()
+        try:
+            n = analyze(target.conninfo, plan.schemas)
+            result.steps.append(Step("analyze", time.monotonic() - t2, "ok", f"{n} tables"))
+        except OpsError as exc:  # the data is committed; missing statistics are a warning, not a failed restore
+            result.steps.append(Step("analyze", time.monotonic() - t2, "failed", exc.message))
+            result.warnings.append(f"ANALYZE failed ({exc.message}): run it by hand")
+    return result
+
+
+def _stream(plan: RestorePlan, reader: dumps.DumpReader, timeout_ms: int, progress: Callable[[int], None] | None,
+            failure: list[BaseException]) -> Iterator[bytes]:
+    """prologue, the filtered dump, the count check; raises (so the runner kills psql) unless complete and clean."""
+    try:
+        yield prologue(timeout_ms)
+        editor = PreambleEditor(timeout_ms)
+        with dumps.open_backup(plan.backup) as source:
+            for piece in reader.filter(_counted(source, progress)):
+                out = editor.feed(piece)
+                if out:
+                    yield out
+        rest = editor.flush()
+        if rest:
+            yield rest
+        if plan.strict:
+            lost = strict_losses(reader.report)
+            if lost:
+                raise VerificationFailed(f"{len(lost)} objects in the restore's scope cannot be restored here "
+                                         f"(first: {lost[0].type} {lost[0].schema}.{lost[0].name}: {lost[0].reason})",
+                                         hint="a production restore leaves nothing in scope out: fix the target first")
+        if plan.check_counts:
+            yield count_check_sql(reader.report.restored_tables())
+    except BaseException as exc:
+        failure.append(exc)
+        raise
+
+
+def _counted(source: Iterable[bytes], progress: Callable[[int], None] | None) -> Iterator[bytes]:
+    if progress is None:
+        yield from source
+        return
+    done = 0
+    for chunk in source:
+        done += len(chunk)
+        progress(done)
+        yield chunk
+
+
+def _interpret(result: RestoreResult, psql: PsqlResult, failure: list[BaseException], watcher: Watcher | None,
+               target: Any, plan: RestorePlan) -> None:
+    """Turn psql's outcome into problems, blockers and a hint."""
+    if psql.committed:
+        return
+    if failure:
+        exc = failure[0]
+        if isinstance(exc, OpsError):
+            result.error = (VerificationFailed(f"restore into {target.redacted} refused, nothing changed: "
+                                               f"{exc.message}", hint=exc.hint)
+                            if isinstance(exc, VerificationFailed) else exc)
+            result.problems.append(exc.message)
+            return
+        result.problems.append(f"the stream stopped: {type(exc).__name__}: {exc}")
+        return
+    errors = psql_errors(psql.stderr)
+    text = psql.stderr
+    if LOCK_TIMEOUT_MESSAGE in text:
+        blockers = (watcher.blockers if watcher else []) or lock_holders(target.conninfo, plan.schemas)
+        result.blockers = blockers
+        result.problems.append(f"gave up waiting for a lock after {plan.lock_timeout} (lock_timeout)")
+        result.hint = ("ask the sessions listed above to finish, or end them (SELECT pg_terminate_backend(pid)), "
+                       "then run again; ops.restore.lock_timeout sets the wait")
+        result.error = ServiceError(f"restore into {target.redacted} gave up waiting for a lock after "
+                                    f"{plan.lock_timeout}; nothing changed"
+                                    + (": blocked by " + "; ".join(blockers) if blockers else ""), hint=result.hint)
+        return
+    if BUSY_MESSAGE in text:
+        result.problems.append("another restore of this database is running")
+        result.error = ServiceError(f"another restore of {target.redacted} is running; nothing changed",
+                                    hint="wait for it to finish (it holds an advisory lock until it ends)")
+        return
+    if COUNT_MESSAGE in text:
+        line = next((e for e in errors if COUNT_MESSAGE in e), errors[0] if errors else COUNT_MESSAGE)
+        result.problems.append(line.replace("ERROR:  ", ""))
+        result.hint = "the target already held rows in a table the backup fills (a dump without --clean?)"
+        return
+    if errors:
+        result.problems += errors
+    else:
+        result.problems.append(f"psql exited {psql.exited} before COMMIT" if not psql.aborted
+                               else f"aborted: {psql.reason}")
+    result.hint = ("psql stopped at the first error (ON_ERROR_STOP) and the transaction was rolled back; "
+                   "fix the cause and run again")
+
+
+def _refuse_losses(result: RestoreResult) -> None:
+    lost = strict_losses(result.report) if result.report else []
+    if lost:
+        result.problems += [f"cannot restore in scope: {lo.type} {lo.schema}.{lo.name}: {lo.reason}" for lo in lost]
+        result.hint = "a production restore leaves nothing in scope out: fix the target first"
+
+
+def _timed(result: RestoreResult, name: str, fn: Callable[[], Any], detail: str) -> bool:
+    """Run one step; record its time and outcome. An OpsError ends the restore (recorded, not raised)."""
+    t = time.monotonic()
+    try:
+        fn()
+    except OpsError as exc:
+        result.steps.append(Step(name, time.monotonic() - t, "failed", exc.message))
+        result.problems.append(exc.message)
+        result.error = exc
+        return False
+    result.steps.append(Step(name, time.monotonic() - t, "ok", detail))
+    return True
+
+
+def redacted_stderr(psql: PsqlResult, secrets_: Iterable[str] = ()) -> str:
+    return redact_text(psql.stderr, tuple(secrets_))
+
+
+# -- the entry point other sections use -------------------------------------------------------------------------------
+class RestoreFailed(VerificationFailed):
+    """The restore did not commit (or its outcome is unknown). `.committed`: False, or None when unknown;
+    `.result`: the RestoreResult with steps, problems and psql's output."""
+
+    def __init__(self, message: str, *, hint: str | None = None, result: RestoreResult | None = None,
+                 committed: bool | None = False):
+        super().__init__(message, hint=hint)
+        self.result, self.committed = result, committed
+
+
+def normalise_schemas(schemas: Any, default: Iterable[str] = ("public",)) -> tuple[str, ...] | None:
+    """Pure: "a,b" / ["a", "b"] -> ("a", "b"); "all" / ["all"] -> None (everything); None -> `default`."""
+    if schemas is None:
+        schemas = list(default)
+    if isinstance(schemas, str):
+        schemas = [s for s in (x.strip() for x in schemas.split(",")) if s]
+    items = [str(s) for s in schemas]
+    if not items:
+        raise ConfigError("no schema given", hint="--schemas public (default), --schemas a,b or --schemas all")
+    if "all" in items:
+        return None
+    return tuple(dict.fromkeys(items))
+
+
+def plan_from_settings(settings: Any, backup: Path, *, schemas: Any = None, create_roles: bool = False,
+                       production: bool = False, sha256: str | None = None, tag: str | None = None) -> RestorePlan:
+    """A RestorePlan with the configured scope (`ops.restore.schemas`), lock timeout and psql."""
+    return RestorePlan(backup=Path(backup), schemas=normalise_schemas(schemas, settings.get("restore.schemas")
+                                                                       or ("public",)),
+                       create_roles=create_roles, lock_timeout=str(settings.get("restore.lock_timeout") or "30s"),
+                       strict=production, psql=str(settings.get("restore.psql") or "psql"), sha256=sha256, tag=tag)
+
+
+def restore(settings: Any, target: Any, backup: Path, *, schemas: Any = None, dry_run: bool = False,
+            production: bool = False, create_roles: bool = False, progress: Callable[[int], None] | None = None,
+            runner: Runner | None = None, sha256: str | None = None, tag: str | None = None) -> RestoreResult:
+    """Restore `backup` into `target` (already passed by the guard) and raise RestoreFailed unless it committed.
+
+    `production=True`: nothing in scope may be left out (refused, never a partial restore). `dry_run=True`: every
+    check and the filter run, nothing is sent. Returns the RestoreResult (its `.summary` is one line)."""
+    plan = plan_from_settings(settings, backup, schemas=schemas, create_roles=create_roles, production=production,
+                              sha256=sha256, tag=tag)
+    result = restore_stream(target, plan, dry_run=dry_run, progress=progress, runner=runner)
+    if not result.ok:
+        error = result.error
+        raise RestoreFailed(error.message if error else f"restore into {result.target} failed: "
+                            + ("; ".join(result.problems[:3]) or "it did not commit"),
+                            hint=(error.hint if error else None) or result.hint, result=result,
+                            committed=result.committed_state)
+    return result
