@@ -104,6 +104,8 @@ def rollback_target(deploys: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] |
 
 _OOM = re.compile(r"out of memory|\boom\b|oomkill|heap out of memory|memory limit|exceeded memory|killed process|"
                   r"cannot allocate memory|ran out of memory", re.IGNORECASE)
+_DB_DOWN = re.compile(r"ECONNREFUSED \S+:(5432|6543)\b|can't reach database server|\bP1001\b|could not connect to server|"
+                      r"connection terminated unexpectedly|ENOTFOUND \S*(supabase|postgres|pooler)", re.IGNORECASE)
 _TOO_MANY = re.compile(r"too many connections|remaining connection slots are reserved|too many clients",
                        re.IGNORECASE)
 
@@ -127,8 +129,7 @@ def app_down(ev: Mapping[str, Any], *, now: datetime, recent_deploy: timedelta =
     healthy = _healthy(probes)
     bad = [p for p in probes if p.get("status") != 200]
     if healthy is False:
-        out.append(Finding(CRITICAL, "app", f"{len(bad)} of {len(probes)} endpoint(s) failing",
-                           "see the findings below for the cause", priority=90,
+        out.append(Finding(CRITICAL, "app", f"{len(bad)} of {len(probes)} endpoint(s) failing", "", priority=90,
                            details=tuple(f"{p['url']}: {p.get('status') or p.get('error') or 'no answer'}"
                                          for p in bad)))
     out += _render_findings(ev, healthy, now, recent_deploy)
@@ -148,6 +149,12 @@ def app_down(ev: Mapping[str, Any], *, now: datetime, recent_deploy: timedelta =
         out.append(Finding(CRITICAL if healthy is not True else WARN, "memory", "out of memory in the app's logs",
                            "restart (inv emergency.restart), then find the leak", priority=25,
                            details=tuple(line[:160] for line in oom[-3:])))
+    db_down = [line for line in ev.get("logs") or [] if _DB_DOWN.search(line)]
+    if db_down and not (db is not None and not db.get("ok")):
+        out.append(Finding(CRITICAL if healthy is not True else WARN, "database",
+                           "the app cannot reach its database" + (" (it answers from here)" if db else ""),
+                           "check Supabase status and the DATABASE_URL set on Render", priority=21,
+                           details=tuple(line[:160] for line in db_down[-2:])))
     too_many = [line for line in ev.get("logs") or [] if _TOO_MANY.search(line)]
     if too_many and not (db is not None and not db.get("ok") and _TOO_MANY.search(str(db.get("error")))):
         out.append(Finding(WARN, "database", "the app hits the connection limit",
@@ -364,8 +371,8 @@ def host_status(findings: Sequence[Finding]) -> str:
 
 
 def alarming(line: str) -> bool:
-    """Pure: does a log line say out of memory or too many connections (the runbook's common issues)?"""
-    return bool(_OOM.search(line) or _TOO_MANY.search(line))
+    """Pure: does a log line say out of memory, too many connections or database unreachable?"""
+    return bool(_OOM.search(line) or _TOO_MANY.search(line) or _DB_DOWN.search(line))
 
 
 # -- emergency.security --------------------------------------------------------------------------------------------

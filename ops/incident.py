@@ -156,7 +156,18 @@ def _database(settings: Settings, ev: dict[str, Any]) -> checklist.Outcome:
                                  (exc.message, f"hint: {exc.hint}"))
     ms = (time.perf_counter() - started) * 1000
     ev["db"] = {"ok": True, "ms": ms}
-    return checklist.Outcome("db.reachable", "pass", f"database answers ({ms:.0f} ms)", (pg.describe(url),))
+    return checklist.Outcome("db.reachable", "pass", f"database answers ({ms:.0f} ms)", (_where(url),))
+
+
+def _where(url: str) -> str:
+    """host:port/dbname of a database URL: enough to recognise it, nothing secret (the URL as a whole is)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        p = conninfo_to_dict(url)
+    except Exception:  # noqa: BLE001 - psycopg.ProgrammingError; the connection worked, so this is unlikely
+        return "(DATABASE_URL)"
+    return f"{p.get('host') or 'local socket'}:{p.get('port') or 5432}/{p.get('dbname') or '?'}"
 
 
 def _sentry(settings: Settings, ev: dict[str, Any]) -> checklist.Outcome:

@@ -74,8 +74,12 @@ def test_rollback_target(deploys, expected):
      "the app is failing and no cause was found here: read the Render logs, then restart (inv emergency.restart)"),
     ({"probes": UP, "service": SERVICE, "deploys": [deploy("d1", "live", 600)], "db": {"ok": True}, "sentry": []},
      "no problem found"),
+    ({"probes": DOWN, "service": SERVICE, "deploys": [deploy("d1", "live", 600)], "db": {"ok": True},
+      "logs": ["14:20 PrismaClientInitializationError: Can't reach database server at `db.x.supabase.co`:`5432`"]},
+     "the app cannot reach its database (it answers from here): check Supabase status and the DATABASE_URL set on "
+     "Render"),
 ], ids=["deploy-failed", "broke-after-deploy", "in-progress", "suspended", "db-unreachable", "too-many-connections",
-        "oom", "unknown-cause", "all-clear"])
+        "oom", "unknown-cause", "all-clear", "app-cannot-reach-db"])
 def test_app_down_headline(ev, expected):
     assert headline(ev) == expected
 
@@ -252,6 +256,7 @@ def test_verdict_orders_by_severity_then_priority():
 @pytest.mark.parametrize("line, alarming", [
     ("Out of memory: Killed process 4242 (node)", True),
     ("FATAL: remaining connection slots are reserved for non-replication superuser connections", True),
+    ("Error: connect ECONNREFUSED 10.0.0.5:5432", True),
     ("GET /api/draws 200 12ms", False),
     ("room for more memory optimisations", False),
 ])
