@@ -56,6 +56,23 @@ DEFAULTS: dict[str, Any] = {
             "notify": {"title": "Health check failed: {checklist}", "labels": ["ops", "automated"]},
         },
         "backup": {"keep_days": 14, "keep_min": 7},
+        # incident recipes (issue 6, ops/incident.py): emergency.app-down, db, rollback, restart, escalate
+        "incident": {
+            "deploy_workflow": "ci.yml",        # the workflow whose latest run app-down shows
+            "idle_minutes": 5,                  # idle-in-transaction sessions older than this are flagged
+            "long_query_seconds": 60,
+            "recent_deploy_hours": 2,           # the app failing this soon after a deploy: roll back
+            "recheck_timeout": 180,             # seconds rollback/restart wait for the deploy/health afterwards
+            "diagnosis_max_age_hours": 12,      # escalate attaches saved diagnoses younger than this
+            "timeout": 30,                      # seconds each source of a diagnosis may take
+            "escalate_labels": ["production", "urgent"],
+        },
+        # emergency.block-ip on the hosts' firewalls (ops/firewall.py); hosts: names from ops.hosts, [] = all
+        "firewall": {"v4": "iptables", "v6": "ip6tables", "chain": "INPUT", "sudo": False, "hosts": []},
+        # checks.hosts (ops/hosts.py). Also `services`: one list for every host, or {host name: [services]};
+        # no default here, because Invoke cannot merge a mapping over a list default (or the reverse)
+        "host_checks": {"disk_warn": 80, "disk_fail": 90, "mem_warn": 0.10, "load_per_cpu": 2.0,
+                        "systemctl": "systemctl"},
         "access": {
             "expected": {},                     # GitHub login -> highest permission: {owner: admin, ci-bot: write}
             "db_roles": [],                     # production login roles you expect
