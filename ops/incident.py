@@ -29,13 +29,9 @@ from .config import Settings
 from .errors import ConfigError, OpsError, ServiceError
 from .tasking import task
 
-DEFAULTS = {"deploy_workflow": "ci.yml", "idle_minutes": 5, "long_query_seconds": 60, "recent_deploy_hours": 2,
-            "recheck_timeout": 180, "diagnosis_max_age_hours": 12, "timeout": 30}
-
-
 def _cfg(settings: Settings, key: str) -> Any:
-    value = settings.get(f"incident.{key}")
-    return DEFAULTS[key] if value in (None, "") else value
+    """ops.incident.<key>; the defaults are in ops.config.DEFAULTS."""
+    return settings.require(f"incident.{key}") if key != "recheck_timeout" else settings.get("incident.recheck_timeout", 0)
 
 
 def _say(*lines: str) -> None:
