@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import dumps, pg
+from . import dumpcheck, dumps, pg
 from .errors import ConfigError, OpsError, ServiceError, VerificationFailed
 from .redact import redact_text
 from .remote_psql import BEGIN, COMMIT, PsqlResult
@@ -78,6 +78,7 @@ class Capabilities:
     extensions: frozenset[str]
     publications: frozenset[str]
     free_bytes: int | None = None
+    inherited: frozenset[tuple[str, str, str]] = frozenset()   # (schema, partition, constraint) inherited
 
     @property
     def server(self) -> tuple[int, int]:
@@ -208,18 +209,31 @@ def count_check_sql(tables: Mapping[str, int]) -> bytes:
             "r.s, r.t, found, r.n; END IF;\nEND LOOP; END {tag};\n".replace("{tag}", tag)).encode()
 
 
+_DROP_CONSTRAINT = re.compile(rb"ALTER TABLE IF EXISTS ONLY (?P<table>.+) DROP CONSTRAINT IF EXISTS (?P<name>.+);\n")
+
+
 class PreambleEditor:
-    """Rewrites `SET lock_timeout = 0;` in the dump's preamble (before its first TOC entry) to our value; later
-    bytes pass through untouched. Works on chunks of any size."""
+    """Edits the dump's preamble (up to its first TOC entry: the SET lines and the --clean DROP block), where
+    pg_dump writes one statement per line; later bytes pass through untouched. Works on chunks of any size.
+
+    - `SET lock_timeout = 0;` becomes our lock timeout (else the dump would wait for locks forever);
+    - `ALTER TABLE IF EXISTS ONLY part DROP CONSTRAINT IF EXISTS c;` is left out when `c` is, in the target, a
+      partition's constraint inherited from its partitioned parent: PostgreSQL refuses to drop it ("cannot drop
+      inherited constraint"), and the dump's DROP TABLE of the partition removes it anyway. pg_dump --clean writes
+      such lines for every partitioned table with a primary key, so without this a backup could be restored only
+      into an empty database.
+    """
 
     _TOC = re.compile(rb"^-- (?:Data for )?Name: ", re.M)
 
-    def __init__(self, lock_timeout_ms: int):
+    def __init__(self, lock_timeout_ms: int, inherited: frozenset[tuple[str, str, str]] = frozenset()):
         self.old = b"SET lock_timeout = 0;\n"
         self.new = f"SET lock_timeout = {lock_timeout_ms};\n".encode()
+        self.inherited = inherited
         self.active = True
         self.tail = b""
         self.rewritten = False
+        self.skipped: list[str] = []
 
     def feed(self, chunk: bytes) -> bytes:
         if not self.active:
@@ -239,12 +253,22 @@ class PreambleEditor:
         return out
 
     def _rewrite(self, text: bytes) -> bytes:
-        if not self.rewritten and (text.startswith(self.old) or b"\n" + self.old in text):
-            self.rewritten = True
-            if text.startswith(self.old):
-                return self.new + text[len(self.old):]
-            return text.replace(b"\n" + self.old, b"\n" + self.new, 1)
-        return text
+        out = []
+        for line in text.splitlines(keepends=True):
+            if line == self.old and not self.rewritten:
+                self.rewritten = True
+                line = self.new
+            elif self.inherited and line.startswith(b"ALTER TABLE IF EXISTS ONLY "):
+                m = _DROP_CONSTRAINT.fullmatch(line)
+                if m is not None:
+                    table = dumpcheck.table_key(m["table"])
+                    schema, name = split_table(table)
+                    constraint = dumpcheck.unquote(m["name"].strip())
+                    if (schema, name, constraint) in self.inherited:
+                        self.skipped.append(f"{table}.{constraint}")
+                        continue
+            out.append(line)
+        return b"".join(out)
 
 
 def psql_errors(stderr: str, limit: int = 8) -> list[str]:
@@ -348,7 +372,10 @@ SELECT current_setting('server_version_num')::int, current_user,
        ARRAY(SELECT name FROM pg_available_extensions),
        ARRAY(SELECT pubname FROM pg_publication),
        (SELECT setting FROM pg_settings WHERE name = 'data_directory'),
-       inet_server_addr()::text
+       inet_server_addr()::text,
+       ARRAY(SELECT ARRAY[n.nspname::text, c.relname::text, con.conname::text] FROM pg_constraint con
+             JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE con.coninhcount > 0 AND NOT con.conislocal AND c.relispartition)
 """
 
 
@@ -364,10 +391,11 @@ def capabilities(target: Any, plan: RestorePlan) -> Capabilities:
     with pg.connect(target.conninfo) as conn:
         row = conn.execute(CAPS_SQL).fetchone()
     assert row is not None
-    server, user, superuser, roles, extensions, pubs, datadir, addr = row
+    server, user, superuser, roles, extensions, pubs, datadir, addr, inherited = row
     return Capabilities(psql=exe, psql_version=version, server_version=int(server), user=str(user),
                         superuser=bool(superuser), roles=frozenset(roles), extensions=frozenset(extensions),
-                        publications=frozenset(pubs), free_bytes=_local_free_bytes(datadir, addr))
+                        publications=frozenset(pubs), free_bytes=_local_free_bytes(datadir, addr),
+                        inherited=frozenset(tuple(x) for x in inherited))
 
 
 def _local_free_bytes(datadir: str | None, addr: str | None) -> int | None:
@@ -761,7 +789,7 @@ def restore_stream(target: Any, plan: RestorePlan, *, dry_run: bool = False,
     reader = dumps.DumpReader(dplan)
     result.report = reader.report
     failure: list[BaseException] = []
-    stream = _stream(plan, reader, timeout_ms, progress, failure)
+    stream = _stream(plan, reader, PreambleEditor(timeout_ms, caps.inherited), progress, failure)
     runner = runner or LocalPsql(psql_env(target, app, caps.server_version), psql=caps.psql)
     watcher = Watcher(target.conninfo, app, max(0.05, min(1.0, timeout_ms / 4000))) if watch else None
     if watcher:
@@ -791,12 +819,11 @@ def restore_stream(target: Any, plan: RestorePlan, *, dry_run: bool = False,
     return result
 
 
-def _stream(plan: RestorePlan, reader: dumps.DumpReader, timeout_ms: int, progress: Callable[[int], None] | None,
-            failure: list[BaseException]) -> Iterator[bytes]:
+def _stream(plan: RestorePlan, reader: dumps.DumpReader, editor: PreambleEditor,
+            progress: Callable[[int], None] | None, failure: list[BaseException]) -> Iterator[bytes]:
     """prologue, the filtered dump, the count check; raises (so the runner kills psql) unless complete and clean."""
     try:
-        yield prologue(timeout_ms)
-        editor = PreambleEditor(timeout_ms)
+        yield prologue(parse_duration_ms(plan.lock_timeout))
         with dumps.open_backup(plan.backup) as source:
             for piece in reader.filter(_counted(source, progress)):
                 out = editor.feed(piece)
@@ -805,6 +832,11 @@ def _stream(plan: RestorePlan, reader: dumps.DumpReader, timeout_ms: int, progre
         rest = editor.flush()
         if rest:
             yield rest
+        if editor.skipped:
+            reader.report.adaptations.append(
+                f"left out {len(editor.skipped)} --clean DROP CONSTRAINT of partition constraints the target inherits "
+                f"from their parents ({', '.join(editor.skipped[:5])}{', ...' if len(editor.skipped) > 5 else ''}): "
+                "PostgreSQL refuses them, and DROP TABLE removes them")
         if plan.strict:
             lost = strict_losses(reader.report)
             if lost:

@@ -42,6 +42,7 @@ CREATE TABLE "Transaction" (
 CREATE TABLE "Transaction_2025" PARTITION OF "Transaction" FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
 CREATE TABLE "Transaction_2026" PARTITION OF "Transaction" FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
 CREATE TABLE "Transaction_other" PARTITION OF "Transaction" DEFAULT;
+CREATE INDEX "Transaction_userId_idx" ON "Transaction" ("userId");
 CREATE TABLE _prisma_migrations (id varchar(36) PRIMARY KEY, migration_name varchar(255) NOT NULL,
     finished_at timestamptz, applied_steps_count int NOT NULL DEFAULT 0, logs text);
 
