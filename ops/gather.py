@@ -202,7 +202,8 @@ def _rehearse_now(run: Run) -> Outcome:
     try:
         result = body(run.c)
     except VerificationFailed as exc:
-        return Outcome("backup.restore_test", "fail", f"restore rehearsal failed: {exc.message}",
+        message = exc.message if "rehearsal" in exc.message else f"restore rehearsal failed: {exc.message}"
+        return Outcome("backup.restore_test", "fail", message,
                        (f"hint: {exc.hint}",) if exc.hint else ())
     summary = "restore rehearsal passed just now"
     if isinstance(result, dict) and result.get("tag"):
