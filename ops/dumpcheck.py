@@ -174,12 +174,15 @@ def _select(st: Statement, facts: Facts, line: bytes | None) -> None:
         facts.problems.append(("statement-kind", "a SELECT that calls no pg_catalog function is not something "
                                                  "pg_dump writes"))
     toks = st.tokens
+    for _, name in found:
+        if name.lower() in SERVER_SIDE_FUNCTIONS:
+            facts.problems.append(("server-function", f"calls the server-side function {name.decode()}()"))
     for i, name in found:
         low = name.lower()
         qualified = i >= 2 and toks[i - 1] == ("op", b".") and _ident(toks[i - 2]) == "pg_catalog"
         if low in SERVER_SIDE_FUNCTIONS:
-            facts.problems.append(("server-function", f"calls the server-side function {name.decode()}()"))
-        elif low not in DUMP_SELECT_FUNCTIONS or not qualified:
+            continue
+        if low not in DUMP_SELECT_FUNCTIONS or not qualified:
             facts.problems.append(("statement-kind", f"a top-level SELECT calling {name.decode('utf-8', 'replace')}()"
                                                      " is not something pg_dump writes"))
         elif low == b"set_config" and (i + 2 >= len(toks) or toks[i + 2] != ("str", b"search_path")):

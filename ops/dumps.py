@@ -383,6 +383,7 @@ class DumpReader:
         self._entry_buf: list[bytes] = []
         self._entry_statements = 0
         self._entry_left: LeftOut | None = None
+        self._entry_filled = False                     # a TABLE DATA entry held a COPY or an INSERT
         self._stmt_lines: list[bytes] = []
         self._actions: list[object] = []
         self._header = 0                              # 0 nothing, 1 "--", 2 "-- PostgreSQL database dump"
@@ -644,9 +645,8 @@ class DumpReader:
                 self._toc(m)
         elif line == FOOTER:
             self._footer_at = self._n
-            if self._filter:                             # the footer belongs to no entry
-                self._close_entry()
-                self._entry = None
+            self._end_entry()                            # the footer belongs to no entry
+            self._entry = None
         elif line.startswith(b"-- Dumped ") and self._statements == 0:
             m = _DUMPED.fullmatch(line)
             if m is not None:
@@ -732,6 +732,7 @@ class DumpReader:
                 self._adapt("removed BEGIN/COMMIT around large-object data (the restore runs in one transaction)")
                 return "drop"
         elif facts.kind in ("copy", "insert") and facts.table is not None:
+            self._entry_filled = True
             if entry is None or entry.type != "TABLE DATA":
                 self._problem("copy-form" if facts.kind == "copy" else "statement-kind",
                               f"{facts.kind.upper()} into {facts.table} outside a TABLE DATA entry",
@@ -761,10 +762,9 @@ class DumpReader:
         dec = [g.decode("utf-8", "replace") for g in m.groups()[1:]]
         entry = TocEntry(dec[0], dec[1], dec[2], dec[3].strip(), self._n, bool(m[1]))
         rep = self.report
-        if self._filter:
-            self._close_entry()
+        self._end_entry()
         rep.toc.append(entry)
-        self._entry, self._entry_statements = entry, 0
+        self._entry, self._entry_statements, self._entry_filled = entry, 0, False
         if entry.schema != "-":
             rep.schemas.add(entry.schema)
         if entry.type == "SCHEMA":
@@ -781,6 +781,13 @@ class DumpReader:
             self._decide(None, None)
         else:                                           # decided on their first statement
             self._entry_keep, self._entry_buf = None, []
+
+    def _end_entry(self) -> None:
+        entry = self._entry
+        if entry is not None and entry.type == "TABLE DATA" and not self._entry_filled:
+            self.report.tables.setdefault(entry.qualified, 0)      # an empty table in an INSERT-form dump
+        if self._filter:
+            self._close_entry()
 
     def _close_entry(self) -> None:
         if self._entry_keep is None:
@@ -999,10 +1006,9 @@ class DumpReader:
                                        "was cut short", line=None)
             return
         rep.complete = True
-        if self._filter:
-            self._close_entry()
-            if self._hold is not None:
-                self._release()
+        self._end_entry()
+        if self._filter and self._hold is not None:
+            self._release()
 
 
 def inspect(source: str | os.PathLike[str] | Iterable[bytes]) -> Report:

@@ -13,7 +13,8 @@ refusing on alarms is never less strict than psql. It assumes `standard_conformi
 the caller checks that the dump never turns it off.
 
 Quoting rules mirrored (psqlscan.l state names in brackets): '...' with '' doubling [xq]; E'...' with backslash
-escapes [xe]; a closed string continues when the next quote follows after whitespace holding a newline [xqs];
+escapes [xe]; a closed string continues when the next quote follows after whitespace holding a line break [xqs] --
+psql hands its lexer one line at a time without the \n, so only a carriage return counts there;
 "..." with "" doubling [xd]; $tag$...$tag$ where the tag is an identifier without '$' [xdolq]; nested /* */ [xc];
 -- comments that end at \\n or \\r.
 """
@@ -171,7 +172,8 @@ class Lexer:
         end = m.end()
         if self.cont != INITIAL:                       # [xqs] a string just closed: does it continue?
             if kind == "sp":
-                if b"\n" in m.group() or b"\r" in m.group():
+                # psql lexes each line without its \n, so only a carriage return can continue a string
+                if b"\r" in m.group():
                     self.cont_newline = True
                 return end
             if kind == "cm":
