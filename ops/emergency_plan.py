@@ -284,6 +284,11 @@ def state_message(state: RestoreState, *, tag: str, dbname: str, failed_step: st
                   snapshot: str | None, snapshot_sha: str | None, snapshot_label_: str | None) -> str:
     """What production holds after a failure, said plainly, with where the snapshot is and how to restore it."""
     step = f" at step {' '.join(TITLES.get(failed_step, failed_step).split())}" if failed_step else ""
+    if state is RestoreState.COMMITTED and failed_step is None:
+        head = f"{dbname} is restored from {tag}."
+        if snapshot and snapshot_sha and snapshot_label_:
+            return head + "\n" + undo_instructions(snapshot, snapshot_sha, snapshot_label_)
+        return head
     head = {
         RestoreState.NOT_STARTED: f"Stopped{step}, before the restore started: {dbname} was not changed.",
         RestoreState.ROLLED_BACK: f"The restore failed{step} and was rolled back: {dbname} is exactly as it was "

@@ -150,6 +150,7 @@ class Recipe:
 
     # -- steps -------------------------------------------------------------------------------------------------------
     def record(self, key: str, outcome: Outcome, detail: str, started: float) -> StepResult:
+        detail = detail.splitlines()[0] if detail else ""   # one line; the full message is printed once, at the end
         result = StepResult(key, outcome, detail, time.monotonic() - started)
         self.results.append(result)
         self.out(f"    {outcome.value} ({result.seconds:.1f} s){': ' + detail if detail else ''}")
@@ -265,7 +266,15 @@ class Recipe:
         from . import maintenance, pg
         from .clients.render import Render
 
-        tools = [f"{name} {'.'.join(map(str, pg.tool_version(pg.find_tool(name))))}" for name in ("psql", "pg_dump")]
+        from . import backup as backups
+        from . import restorer
+
+        server = pg.server_version(self.target.conninfo)
+        psql, psql_version = restorer.find_psql(str(self.settings.get("restore.psql") or "psql"))
+        pg_dump = backups.find_pg_dump(self.settings, server)     # at least the server's major: the snapshot
+        tools = [f"psql {'.'.join(map(str, psql_version))}",
+                 f"pg_dump {'.'.join(map(str, pg.tool_version(pg_dump)))}",
+                 "server {}.{}".format(*pg.version_tuple(server))]
         health_url = self.settings.get("app.health_url")
         if not health_url:
             raise ConfigError("setting ops.app.health_url is not set (step 6 waits for it to answer 200)",
@@ -330,25 +339,26 @@ class Recipe:
                     "the approval names this file")
 
     def _fit(self) -> Done:
-        """The restore engine's dry pass against production (read-only): nothing in scope may be left out."""
-        result = self._engine(dry_run=True)
-        if result.problems:
-            raise VerificationFailed(f"the backup cannot be restored into production as it is: {result.problems[0]}",
-                                     hint=result.hint or "nothing was changed; fix the target or pick another backup")
-        lost = len(result.left_out)
-        return Done(f"every object in scope can be restored ({lost} entries outside the scope stay untouched)"
-                    + ("; adapted: " + "; ".join(result.report.adaptations) if result.report and
-                       result.report.adaptations else ""))
+        """The restore engine's dry pass against production (read-only): the whole stream screened and filtered,
+        and nothing in scope may be left out (a production restore is never partial)."""
+        from . import restorer
+
+        try:
+            result = self._engine(dry_run=True)
+        except restorer.RestoreFailed as exc:
+            raise VerificationFailed(f"the backup cannot be restored into production as it is: {exc.message}",
+                                     hint=exc.hint or "nothing was changed; fix the target or pick another "
+                                                      "backup") from None
+        adapted = result.report.adaptations if result.report is not None else []
+        return Done(f"every object in scope can be restored; {len(result.left_out)} entries outside the scope stay "
+                    "untouched" + ("; adapted: " + "; ".join(adapted) if adapted else ""))
 
     def _engine(self, *, dry_run: bool) -> Any:
         from . import restorer
 
         assert self.backup is not None
-        plan = restorer.RestorePlan(backup=self.backup.path,
-                                    schemas=tuple(self.schemas) if self.schemas is not None else None,
-                                    lock_timeout=str(self.settings.get("restore.lock_timeout") or "30s"),
-                                    strict=True, sha256=self.backup.sha256, tag=self.tag)
-        return restorer.restore_stream(self.target, plan, dry_run=dry_run)
+        return restorer.restore(self.settings, self.target, self.backup.path, schemas=self.schemas,
+                                dry_run=dry_run, production=True, sha256=self.backup.sha256, tag=self.tag)
 
     def _backup_dir(self) -> Path:
         configured = self.opts.dest or self.settings.get("restore.backup_dir")
@@ -395,7 +405,12 @@ class Recipe:
             return Done(f"would write {path} (pg_dump with the backup flags, verified)", Outcome.PLANNED)
         from . import backup as backups
 
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the snapshot directory {path.parent}: {exc.strerror}",
+                              hint="set ops.emergency.snapshot_dir to a writable directory with room for a dump "
+                                   "of production") from None
         made = backups.dump_to(self.settings, self.target, path)
         self.snapshot = Snapshot(Path(made.path), made.sha256, label)
         self.out(f"    snapshot: {made.path}")
@@ -489,11 +504,10 @@ class Recipe:
             self.failed_step = "resume"
 
     def _end_sessions(self) -> str:
-        planned = list_sessions(self.target.conninfo)
         ended = end_sessions(self.target.conninfo, dry_run=self.opts.dry_run)
         done = [s for s in ended if s.get("terminated")]
         missed = [s for s in ended if not s.get("terminated")]
-        text = f"ended {len(done)} session(s)" + (f" ({len(planned)} listed a moment before)" if planned else "")
+        text = f"ended {len(done)} session(s)" + (": " + "; ".join(ep.session_line(s) for s in done) if done else "")
         if missed:
             text += f"; could not end {len(missed)}: " + ", ".join(ep.session_line(s) for s in missed)
         return text
@@ -501,42 +515,40 @@ class Recipe:
     def _restore(self) -> str:
         """The atomic restore (issue 3's engine): one transaction, row counts checked inside it, COMMIT only when the
         stream was whole and clean; anything else kills psql and the server rolls back."""
+        from . import restorer
+
         self.restore_started_at = self.now()
+        # On Ctrl-C the engine kills psql and re-raises; whether COMMIT had gone out is not reported back, so the
+        # state stays UNKNOWN then (the message says "fully restored or exactly as before, never half").
         self.state = RestoreState.UNKNOWN
         try:
-            # On Ctrl-C the engine kills psql and re-raises; whether COMMIT had gone out is not reported back, so
-            # the state stays UNKNOWN (the message then says "fully restored or exactly as before, never half").
             result = self._engine(dry_run=self.opts.dry_run)
-        except OpsError:
-            self.state = RestoreState.ROLLED_BACK   # it raises only before anything is sent
+        except restorer.RestoreFailed as exc:
+            self.state = {True: RestoreState.COMMITTED, False: RestoreState.ROLLED_BACK}.get(exc.committed,
+                                                                                            RestoreState.UNKNOWN)
             raise
-        self.state = restore_state(result)
-        if self.state is RestoreState.UNKNOWN:
-            raise ServiceError("psql lost its connection at the end of the restore: the COMMIT may or may not have "
-                               "happened", hint="check the row counts before doing anything else")
-        if self.state is not RestoreState.COMMITTED:
-            result.raise_for_failure()
-            raise ServiceError("the restore did not commit; nothing was changed")
+        except OpsError:
+            self.state = RestoreState.ROLLED_BACK    # raised before anything was sent
+            raise
+        self.state = RestoreState.COMMITTED
         for w in result.warnings:
             self.out(f"    warning: {w}")
-        return "committed: " + "; ".join(f"{s.name} {s.detail}" for s in result.steps if s.name in ("restore",
-                                                                                                   "analyze"))
+        return f"committed: {result.summary}"
 
     def _verify(self) -> str:
         """Step 5, after the COMMIT: every table in scope holds the backup's rows; the recent-data queries answer."""
-        from . import pg
+        from . import restore as restore_tasks
 
         assert self.backup is not None
-        actual = pg.table_counts(self.target.conninfo, self.schemas)
-        problems = ep.count_mismatches(self.backup.tables, actual, self.schemas)
-        recent = recent_rows(self.target.conninfo, self.settings.get("verify.recent") or [])
-        problems += [f"recent data {r['table']}: {r['error']}" for r in recent if r.get("error")]
-        if problems:
-            raise VerificationFailed("after the restore: " + "; ".join(problems),
-                                     hint="production holds the restored data; compare with the backup's report")
-        expected = {t: n for t, n in self.backup.tables.items() if ep.in_scope(t, self.schemas)}
-        return (f"{len(expected)} tables match the backup's row counts; "
-                + (", ".join(f"{r['table']} newest {r['newest']}" for r in recent) or "no recent-data queries"))
+        schemas = tuple(self.schemas) if self.schemas is not None else None
+        report = restore_tasks.check_database(self.target.conninfo, self.backup.tables, schemas,
+                                              self.settings.get("verify.recent") or [])
+        if not report.ok:
+            raise VerificationFailed("after the restore: " + "; ".join(report.problems[:5]),
+                                     hint="production holds the restored data (it committed); compare with the "
+                                          "backup's report (inv restore.verify FILE)")
+        recent = ", ".join(f"{r['table']} newest {r['newest']}" for r in report.recent) or "no recent-data queries"
+        return f"{len(report.tables)} tables hold the backup's row counts; {recent}"
 
     # -- 6 and 7: health and post-restore checks ---------------------------------------------------------------------------
     def _health(self, quick: bool = False) -> None:
@@ -557,7 +569,9 @@ class Recipe:
                 self.checks.append(Check(f"endpoint {probe.url}", probe.ok,
                                          f"{probe.status} in {probe.latency_ms:.0f} ms" if probe.ok else probe.error))
         self.checks.append(self._sentry_check())
-        for r in recent_rows(self.target.conninfo, self.settings.get("verify.recent") or []):
+        from . import restorer
+
+        for r in restorer.recent_data(self.target.conninfo, self.settings.get("verify.recent") or []):
             self.checks.append(Check(f"newest row of {r['table']}", not r.get("error"),
                                      r.get("error") or f"{r['rows']} rows, newest {r['newest']}"))
         failed = [c for c in self.checks if c.ok is False]
@@ -675,18 +689,7 @@ def _iso(unix_seconds: int) -> str:
     return datetime.fromtimestamp(unix_seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def restore_state(result: Any) -> RestoreState:
-    """What production holds after the engine ran: committed, rolled back, or unknown (psql lost its connection
-    after the whole stream and COMMIT had gone out: it may have committed)."""
-    if result.committed:
-        return RestoreState.COMMITTED
-    psql = result.psql
-    if psql is not None and not psql.aborted and psql.exited == 2:
-        return RestoreState.UNKNOWN
-    return RestoreState.ROLLED_BACK
-
-
-# -- effects: sessions and recent data (PostgreSQL) ---------------------------------------------------------------------------
+# -- effects: the sessions connected to production (PostgreSQL) ---------------------------------------------------------------------------
 SESSIONS = """
 SELECT pid, usename, application_name, coalesce(host(client_addr), 'local') AS client, state
   FROM pg_stat_activity
@@ -706,7 +709,8 @@ def list_sessions(conninfo: str) -> list[dict[str, Any]]:
 
 
 def end_sessions(conninfo: str, *, dry_run: bool) -> list[dict[str, Any]]:
-    """End every other client session in the target database (pg_terminate_backend); refuses in a dry run."""
+    """End every other client session in the target database (pg_terminate_backend, listed and ended on one
+    connection, so our own never counts); refuses in a dry run. Each session comes back with `terminated`."""
     from . import pg
     from .clients.base import DryRunRefused
 
@@ -714,54 +718,17 @@ def end_sessions(conninfo: str, *, dry_run: bool) -> list[dict[str, Any]]:
         raise DryRunRefused("end the sessions connected to the database (pg_terminate_backend)")
     out = []
     with pg.connect(conninfo, autocommit=True) as conn:
-        for s in list_sessions(conninfo):
+        cur = conn.execute(SESSIONS)
+        names = [d.name for d in cur.description or []]
+        for row in cur.fetchall():
+            s = dict(zip(names, row))
             try:
-                row = conn.execute("SELECT pg_terminate_backend(%s)", (s["pid"],)).fetchone()
-                s["terminated"] = bool(row and row[0])
+                ended = conn.execute("SELECT pg_terminate_backend(%s)", (s["pid"],)).fetchone()
+                s["terminated"] = bool(ended and ended[0])
             except Exception as exc:  # psycopg.Error: not allowed to signal that backend  # noqa: BLE001
                 s["terminated"], s["error"] = False, type(exc).__name__
             out.append(s)
     return out
-
-
-def recent_rows(conninfo: str, queries: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The runbook's recent-data queries: rows and newest value of each configured {table, column} (read-only).
-    Identifiers are taken as written in config (quoted where mixed case), each checked to name a real column."""
-    from psycopg import sql
-
-    from . import pg
-
-    out: list[dict[str, Any]] = []
-    if not queries:
-        return out
-    with pg.connect(conninfo, autocommit=True) as conn:
-        conn.read_only = True
-        for q in queries:
-            table, column = str(q.get("table", "")), str(q.get("column", ""))
-            try:
-                ok = conn.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(%s) "
-                                  "AND attname = %s AND NOT attisdropped", (table, _unquote(column))).fetchone()
-                if not ok or not ok[0]:
-                    out.append({"table": table, "error": f"no table {table} with column {column}"})
-                    continue
-                reg = conn.execute("SELECT to_regclass(%s)::text", (table,)).fetchone()[0]
-                stmt = sql.SQL("SELECT count(*), max({})::text FROM {}").format(
-                    sql.Identifier(_unquote(column)), sql.SQL(reg))
-                rows, newest = conn.execute(stmt).fetchone()
-                entry = {"table": table, "rows": int(rows), "newest": newest}
-                if not rows:
-                    entry["error"] = f"{table} is empty"
-                out.append(entry)
-            except Exception as exc:  # psycopg.Error  # noqa: BLE001
-                out.append({"table": table, "error": f"{type(exc).__name__}: {str(exc).strip()[:200]}"})
-    return out
-
-
-def _unquote(ident: str) -> str:
-    ident = ident.strip()
-    if len(ident) >= 2 and ident[0] == ident[-1] == '"':
-        return ident[1:-1].replace('""', '"')
-    return ident.lower()
 
 
 # -- tasks -------------------------------------------------------------------------------------------------------------------

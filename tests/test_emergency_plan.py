@@ -107,6 +107,12 @@ def test_state_message_says_which_and_how_to_undo(state, says):
     assert "at step 5 verify row counts and recent data" in text
 
 
+def test_state_message_after_success_only_says_how_to_undo():
+    text = ep.state_message(RestoreState.COMMITTED, tag="backup-1", dbname="lottery", failed_step=None,
+                            snapshot="/s.sql.gz", snapshot_sha=SHA, snapshot_label_="snapshot-1")
+    assert text.startswith("lottery is restored from backup-1.") and "failure" not in text and "/s.sql.gz" in text
+
+
 def test_state_message_without_snapshot():
     text = ep.state_message(RestoreState.NOT_STARTED, tag="t", dbname="d", failed_step="snapshot", snapshot=None,
                             snapshot_sha=None, snapshot_label_=None)
