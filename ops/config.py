@@ -67,6 +67,14 @@ DEFAULTS: dict[str, Any] = {
             "timeout": 30,                      # seconds each source of a diagnosis may take
             "escalate_labels": ["production", "urgent"],
         },
+        # emergency.restore (issue 4, ops/emergency_restore.py); empty dirs mean under the state directory
+        "emergency": {
+            "maintenance": "suspend",           # or "page": Render's own maintenance page
+            "snapshot_dir": "",                 # pre-restore snapshots of production (mode 0700)
+            "record_dir": "",                   # Markdown incident records
+            "health_timeout": 300,              # seconds step 6 waits for the health URL to answer 200
+            "health_interval": 5,
+        },
         # emergency.block-ip on the hosts' firewalls (ops/firewall.py); hosts: names from ops.hosts, [] = all
         "firewall": {"v4": "iptables", "v6": "ip6tables", "chain": "INPUT", "sudo": False, "hosts": []},
         # checks.hosts (ops/hosts.py). Also `services`: one list for every host, or {host name: [services]};
