@@ -247,4 +247,9 @@ def stop(c):
         print("no sandbox cluster to stop")
         return
     cluster.Cluster(bin_dir, workdir=workdir, keep=False).stop()
+    if workdir.parent.name.startswith("lottery-ops-sandbox-"):   # the /tmp fallback: remove its directory too
+        try:
+            workdir.parent.rmdir()
+        except OSError:
+            pass
     print(f"stopped and removed {workdir}")
