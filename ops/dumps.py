@@ -353,6 +353,13 @@ class _Copy:
     midline: bool = False
 
 
+_Item = tuple[str, "bytes | memoryview"]     # (piece kind, data)
+Piece = tuple[str, bytes]
+"""Output with its meaning, for executors that are not psql: ("sql", statements ending at a statement boundary),
+("sql-part", the start of a statement that later pieces complete), ("copy", a `COPY ... FROM stdin;` line),
+("data", COPY data lines), ("end", the `\\.` line ending COPY data). Joined, the data is exactly what psql gets."""
+
+
 @dataclass
 class _Deferred:
     """A --clean DROP held until the schema is known."""
@@ -375,12 +382,12 @@ class DumpReader:
         self._carry: list[bytes] = []
         self._carry_len = 0
         self._copy: _Copy | None = None
-        self._out: list[bytes | memoryview] = []
-        self._hold: list[bytes | memoryview | _Deferred] | None = [] if self._filter else None
+        self._out: list[_Item] = []
+        self._hold: list[_Item | _Deferred] | None = [] if self._filter else None
         self._hold_size = 0
         self._entry: TocEntry | None = None
         self._entry_keep: bool | None = True
-        self._entry_buf: list[bytes] = []
+        self._entry_buf: list[_Item] = []
         self._entry_statements = 0
         self._entry_left: LeftOut | None = None
         self._entry_filled = False                     # a TABLE DATA entry held a COPY or an INSERT
@@ -401,24 +408,13 @@ class DumpReader:
     # -- public API ----------------------------------------------------------------------------------------------
     def feed(self, chunk: bytes) -> bytes:
         """Read the next piece of the (decompressed) dump; returns the bytes to send on (b"" when only checking)."""
-        try:
-            self._feed(chunk)
-        except _Refused:
-            self._out.clear()
-            self._raise()
+        self._guarded(self._feed, chunk)
         return self._take()
 
     def finish(self) -> bytes:
         """End of input: final checks, and the output still held back. With a plan, raises VerificationFailed
         unless the dump was complete and clean."""
-        try:
-            self._finish()
-        except _Refused:
-            self._out.clear()
-            self._raise()
-        if self._filter and self.report.problems:
-            self._out.clear()
-            self._raise()
+        self._guarded(self._finish, None)
         return self._take()
 
     def filter(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -431,6 +427,14 @@ class DumpReader:
         if out:
             yield out
 
+    def pieces(self, chunks: Iterable[bytes]) -> Iterator[Piece]:
+        """Like filter(), with each piece tagged (see `Piece`) for executing through psycopg instead of psql."""
+        for chunk in chunks:
+            self._guarded(self._feed, chunk)
+            yield from self._take_pieces()
+        self._guarded(self._finish, None)
+        yield from self._take_pieces()
+
     def fail(self, kind: str, message: str) -> None:
         """Record a problem found outside the reader (a gzip error, an interrupted read)."""
         try:
@@ -439,6 +443,19 @@ class DumpReader:
             self._raise()
 
     # -- plumbing ------------------------------------------------------------------------------------------------
+    def _guarded(self, step, arg) -> None:  # type: ignore[no-untyped-def]
+        try:
+            if arg is None:
+                step()
+            else:
+                step(arg)
+        except _Refused:
+            self._out.clear()
+            self._raise()
+        if step == self._finish and self._filter and self.report.problems:
+            self._out.clear()
+            self._raise()
+
     def _raise(self) -> None:
         first = self.report.problems[0]
         raise VerificationFailed(f"the backup was refused: {first}", hint=first.hint)
@@ -446,9 +463,22 @@ class DumpReader:
     def _take(self) -> bytes:
         if not self._out:
             return b""
-        out = b"".join(self._out)
+        out = b"".join(data for _, data in self._out)
         self._out.clear()
         return out
+
+    def _take_pieces(self) -> list[Piece]:
+        runs: list[tuple[str, list[bytes | memoryview]]] = []
+        for kind, data in self._out:
+            last = runs[-1][0] if runs else ""
+            sql_run = kind in ("sql", "sql-part") and last in ("sql", "sql-part")
+            if sql_run or (kind == "data" and last == "data"):
+                runs[-1] = (kind, runs[-1][1])            # a run of SQL takes the kind of its last piece
+                runs[-1][1].append(data)
+            else:
+                runs.append((kind, [data]))
+        self._out.clear()
+        return [(kind, b"".join(parts)) for kind, parts in runs]
 
     def _problem(self, kind: str, message: str, line: int | None = -1) -> None:
         rep = self.report
@@ -459,20 +489,20 @@ class DumpReader:
         if self._filter:
             raise _Refused()
 
-    def _emit(self, data: bytes | memoryview) -> None:
+    def _emit(self, data: bytes | memoryview, kind: str = "sql") -> None:
         if self._hold is not None:
-            self._hold.append(data)
+            self._hold.append((kind, data))
             self._hold_size += len(data)
             if self._hold_size > HOLD_LIMIT:
                 self._release()
         else:
-            self._out.append(data)
+            self._out.append((kind, data))
 
-    def _entry_out(self, data: bytes) -> None:
+    def _entry_out(self, data: bytes, kind: str = "sql") -> None:
         if self._entry_keep is None:
-            self._entry_buf.append(data)
+            self._entry_buf.append((kind, data))
         elif self._entry_keep:
-            self._emit(data)
+            self._emit(data, kind)
 
     # -- splitting the input into lines and COPY data ------------------------------------------------------------
     def _feed(self, chunk: bytes) -> None:
@@ -528,7 +558,7 @@ class DumpReader:
                                   "file was converted to Windows line endings or altered", line=self._n + 1)
         c.midline = True
         if c.keep:
-            self._emit(data)
+            self._emit(data, "data")
 
     def _copy_data(self, buf: bytes, pos: int, end: int) -> int:
         c = self._copy
@@ -554,7 +584,12 @@ class DumpReader:
         c.rows += rows
         self._n += rows + done
         if c.keep:
-            self._emit(memoryview(buf)[pos:stop])
+            if done:
+                if stop - 3 > pos:
+                    self._emit(memoryview(buf)[pos:stop - 3], "data")
+                self._emit(memoryview(buf)[stop - 3:stop], "end")
+            else:
+                self._emit(memoryview(buf)[pos:stop], "data")
         if done:
             self._end_copy()
         return stop
@@ -610,14 +645,15 @@ class DumpReader:
         if not lx.idle:
             if lx.first_word == "insert" and not self._actions:   # stream long INSERTs instead of holding them
                 for held in self._stmt_lines:
-                    self._entry_out(held)
+                    self._entry_out(held, "sql-part")
                 self._stmt_lines = []
             return
         lines, acts = self._stmt_lines, self._actions
         self._stmt_lines, self._actions = [], []
         if all(a == "keep" for a in acts):
+            kind = "copy" if self._copy is not None else "sql"
             for held in lines:
-                self._entry_out(held)
+                self._entry_out(held, kind)
         elif all(a == "drop" for a in acts):
             return
         elif len(acts) == 1 and isinstance(acts[0], DropTarget):
@@ -803,8 +839,8 @@ class DumpReader:
             self._entry_keep = True
             if entry.type == "POLICY" and facts is not None:
                 self._create_roles(facts.policy_roles)
-            for held in self._entry_buf:
-                self._emit(held)
+            for kind, held in self._entry_buf:
+                self._emit(held, kind)
         else:
             self._entry_keep = False
             self._entry_left = LeftOut(entry.name, entry.type, entry.schema, reason)

@@ -755,3 +755,21 @@ def test_report_json_and_render() -> None:
 def test_a_real_backup_file() -> None:
     report = dumps.inspect(os.environ["OPS_TEST_BIG_DUMP"])
     assert report.ok, report.problems
+
+
+@pytest.mark.parametrize("data", [S.supabase_dump(), simple_dump(["1\ta", "2\tb\\\\.", "3\t\\N"])],
+                         ids=["supabase", "simple"])
+def test_tagged_pieces_join_to_the_psql_stream(data: bytes) -> None:
+    plan = dumps.Plan(scope=None, create_roles=True, **PLAIN_SERVER)
+    stream = b"".join(dumps.DumpReader(plan).filter(data[i:i + 333] for i in range(0, len(data), 333)))
+    pieces = list(dumps.DumpReader(plan).pieces(data[i:i + 333] for i in range(0, len(data), 333)))
+    assert b"".join(p for _, p in pieces) == stream
+    kinds_seen = [k for k, _ in pieces]
+    for i, kind in enumerate(kinds_seen):
+        if kind == "copy":
+            assert COPY_LINE.fullmatch(pieces[i][1])
+            j = i + 1
+            while kinds_seen[j] == "data":
+                j += 1
+            assert kinds_seen[j] == "end" and pieces[j][1] == b"\\.\n"
+    assert all(k != "sql-part" for k in kinds_seen)
