@@ -229,3 +229,29 @@ class RemotePsql:
 def run_remote_psql(cxn: Any, env: Mapping[str, str], chunks: Iterable[bytes], **kwargs: Any) -> PsqlResult:
     """Convenience: `RemotePsql(cxn, env, **kwargs).run(chunks)`."""
     return RemotePsql(cxn, env, **kwargs).run(chunks)
+
+
+# -- what the guard needs from the bastion's side (for `--via`) -----------------------------------------------------
+def read_marker(cxn: Any, env: Mapping[str, str], *, psql: str = "psql") -> str | None:
+    """The database's `ops.environment` marker as read from the bastion (guard.read_marker's query, through psql
+    there); None when unset. Raises ServiceError when psql cannot reach the database from the bastion."""
+    from .guard import MARKER_QUERY, MARKER_SETTING
+
+    query = MARKER_QUERY.replace("%(name)s", f"'{MARKER_SETTING}'").strip() + ";\n"
+    result = RemotePsql(cxn, env, psql=psql, atomic=False, args=["-A", "-t", "-F", "\t"]).run([query.encode()])
+    if not result.ok:
+        raise ServiceError(f"cannot read the database marker through {cxn.host}: "
+                           f"{(result.stderr.strip().splitlines() or ['psql exit ' + str(result.exited)])[-1]}",
+                           hint="check that the database answers from the bastion: inv guard.check URL")
+    values = [v.strip().strip("'\"").lower() for v in result.stdout.strip().split("\t") if v.strip()]
+    if "production" in values:  # as in guard.read_marker: production in either place wins
+        return "production"
+    return values[0] if values else None
+
+
+def resolve(cxn: Any, name: str) -> frozenset[str]:
+    """Every address `name` resolves to on the bastion (getent ahosts); empty when it does not resolve there."""
+    result = cxn.run(f"getent ahosts {shlex.quote(name)}", hide=True, warn=True, in_stream=False)
+    if result.failed:
+        return frozenset()
+    return frozenset(line.split()[0] for line in result.stdout.splitlines() if line.split())

@@ -19,7 +19,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ops import pg, remote
 from ops.config import Settings
-from ops.errors import ConfigError
+from ops.errors import ConfigError, ServiceError
 from ops.remote_psql import RemotePsql, remote_command
 
 pytestmark = pytest.mark.usefixtures("no_ssh_config")
@@ -250,3 +250,22 @@ def test_without_atomic_the_dump_commits_as_psql_runs_it(sshd, make_db, tmp_path
         result = RemotePsql(cxn, env_for(target), atomic=False, args=["-A", "-t"]).run([script])
     assert result.ok and result.stdout.strip() == "2"
     assert pg.table_counts(target) == {"public.t": 2}
+
+
+def test_marker_and_names_are_read_from_the_bastions_side(sshd, make_db, tmp_path):
+    from ops import guard
+    from ops.remote_psql import read_marker, resolve
+
+    url = make_db("marked")
+    with connect(sshd, tmp_path) as cxn:
+        assert read_marker(cxn, env_for(url)) is None
+        guard.mark(Settings.from_dict(), "staging", url)
+        assert read_marker(cxn, env_for(url)) == "staging"
+        with psycopg.connect(url, autocommit=True) as conn:  # production in the catalog wins over a session value
+            conn.execute(sql.SQL("ALTER DATABASE {} SET ops.environment = 'production'").format(
+                sql.Identifier(conninfo_to_dict(url)["dbname"])))
+        assert read_marker(cxn, env_for(url) | {"PGOPTIONS": "-c ops.environment=staging"}) == "production"
+        assert "127.0.0.1" in resolve(cxn, "localhost")
+        assert resolve(cxn, "no-such-host.invalid") == frozenset()
+        with pytest.raises(ServiceError, match="cannot read the database marker"):
+            read_marker(cxn, env_for(url) | {"PGPORT": "1"})
