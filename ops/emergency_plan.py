@@ -137,7 +137,8 @@ def rehearsal_on_record(entries: Iterable[Mapping[str, Any]], sha256: str) -> Ma
     """The newest passing `restore.test` audit entry for a backup with this SHA-256, or None."""
     found = None
     for entry in entries:
-        details = entry.get("details") if isinstance(entry.get("details"), Mapping) else {}
+        raw = entry.get("details")
+        details: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
         if entry.get("action") != "restore.test" or str(details.get("sha256", "")).lower() != sha256.lower():
             continue
         passed = details.get("passed")
@@ -246,10 +247,11 @@ class Verdict(str, Enum):
 
 
 def verdict(state: RestoreState, results: Sequence[StepResult], checks: Sequence[Check], *,
-            dry_run: bool = False, refused: bool = False) -> Verdict:
+            dry_run: bool = False, refused: bool = False, error: bool = False) -> Verdict:
+    """`error`: the run ended with an exception (a failure or Ctrl-C), whatever the steps recorded."""
     if refused:
         return Verdict.REFUSED
-    if dry_run:
+    if dry_run and not error:
         return Verdict.DRY_RUN
     if state is RestoreState.NOT_STARTED:
         return Verdict.NOT_STARTED
@@ -257,7 +259,7 @@ def verdict(state: RestoreState, results: Sequence[StepResult], checks: Sequence
         return Verdict.ROLLED_BACK
     if state is RestoreState.UNKNOWN:
         return Verdict.UNKNOWN
-    failed = any(r.outcome is Outcome.FAILED for r in results) or any(c.ok is False for c in checks)
+    failed = error or any(r.outcome is Outcome.FAILED for r in results) or any(c.ok is False for c in checks)
     return Verdict.RESTORED_CHECK_FAILED if failed else Verdict.OK
 
 

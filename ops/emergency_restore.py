@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from . import emergency_plan as ep
 from .config import Settings
@@ -189,7 +189,11 @@ class Recipe:
             self.refused, error = True, exc
         except (OpsError, KeyboardInterrupt) as exc:
             error = exc
-        v = ep.verdict(self.state, self.results, self.checks, dry_run=self.opts.dry_run, refused=self.refused)
+        except Exception as exc:    # a bug: still say what production holds and record it, then show the traceback
+            self._finish(ep.verdict(self.state, self.results, self.checks, error=True), exc)
+            raise
+        v = ep.verdict(self.state, self.results, self.checks, dry_run=self.opts.dry_run, refused=self.refused,
+                       error=error is not None)
         self._finish(v, error)
         if ep.exit_code(v) == 0:
             return v
@@ -238,8 +242,10 @@ class Recipe:
         sha = str(claimed.get("sha256") or PLACEHOLDER_SHA)
         check = approvals.approval_checker(self.settings, self.opts.approve, "restore",
                                            {"tag": self.opts.tag, "sha256": sha})
-        self.target = guard.require(self.settings, url, action="emergency.restore", emergency=True, approval=check)
+        self.target = guard.require(self.settings, url, action="emergency.restore", emergency=True,
+                                    approval=cast(Any, check))
         a = self.approval = check.approval
+        assert a is not None    # the guard called the checker on this production target, or raised
         return Done(f"{self.target.dbname}: approved by {a.approver or '?'} (key {a.key_id}), nonce {a.nonce}, "
                     f"expires {_iso(a.expires_at)}; reason: {a.reason or '-'}")
 
@@ -249,7 +255,8 @@ class Recipe:
 
         check = approvals.approval_checker(self.settings, self.opts.approve or "", "restore",
                                            {"tag": self.tag, "sha256": sha256})
-        guard.require(self.settings, self.target.url, action="emergency.restore", emergency=True, approval=check)
+        guard.require(self.settings, self.target.url, action="emergency.restore", emergency=True,
+                      approval=cast(Any, check))
         return check
 
     def _use_approval(self) -> Done:
@@ -323,7 +330,7 @@ class Recipe:
 
             github = GitHub.from_settings(self.settings, dry_run=self.opts.dry_run)
             prefix = self.settings.get("github.backup_prefix", "backup-")
-            chosen = download.choose_backup([github.release_by_tag(self.opts.tag)], prefix, self.opts.tag)
+            chosen = download.choose_backup([github.release_by_tag(self.tag)], prefix, self.tag)
             got = download.fetch(github, chosen, self._backup_dir())
             path, sha, size = got.path, got.sha256, got.size
             how = "already here" if got.reused else "downloaded"
@@ -385,7 +392,8 @@ class Recipe:
         from . import restore as restore_tasks
 
         assert self.backup is not None
-        result = restore_tasks.rehearse(self.settings, self.backup.path, tag=self.tag, sha256=self.backup.sha256)
+        result = restore_tasks.rehearse(self.settings, self.backup.path, tag=self.tag, sha256=self.backup.sha256,
+                                        schemas=self.opts.schemas)
         if not result.passed:
             raise VerificationFailed(f"the rehearsal on staging failed: {result.summary}",
                                      hint="production was not touched; read the rehearsal report, or pick another "
@@ -524,8 +532,8 @@ class Recipe:
         try:
             result = self._engine(dry_run=self.opts.dry_run)
         except restorer.RestoreFailed as exc:
-            self.state = {True: RestoreState.COMMITTED, False: RestoreState.ROLLED_BACK}.get(exc.committed,
-                                                                                            RestoreState.UNKNOWN)
+            self.state = (RestoreState.COMMITTED if exc.committed is True else RestoreState.ROLLED_BACK
+                          if exc.committed is False else RestoreState.UNKNOWN)
             raise
         except OpsError:
             self.state = RestoreState.ROLLED_BACK    # raised before anything was sent
@@ -781,7 +789,9 @@ def audit(c, verify=False, run=None, record=None, tail=20):
     path = settings.audit_log
     entries = audit_log.entries(settings)
     if record:
-        out = settings.state_dir / "incidents" / f"emergency-restore-{record}.md"
+        configured = _cfg(settings, "record_dir", "")
+        out = (Path(configured).expanduser() if configured else settings.state_dir / "incidents") / \
+            f"emergency-restore-{record}.md"
         out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         out.write_text(incident_record.render(entries, record), encoding="utf-8")
         print(out)

@@ -101,7 +101,7 @@ def render(entries: Iterable[Mapping[str, Any]], run: str) -> str:
         lines += ["", "## Post-restore checks", "", "| check | result | detail |", "|---|---|---|"]
         for c in checks:
             ok = c.get("ok") if isinstance(c, Mapping) else None
-            mark = {True: "PASS", False: "FAIL"}.get(ok, "not run")
+            mark = "PASS" if ok is True else "FAIL" if ok is False else "not run"
             lines.append(f"| {cell(c.get('name'))} | {mark} | {cell(c.get('detail'))} |")
     if fd.get("message"):
         lines += ["", "## State of production and how to undo", "", "```", str(fd["message"]), "```"]

@@ -84,10 +84,12 @@ FAILED = StepResult("verify", Outcome.FAILED, "counts differ")
     (RestoreState.NOT_STARTED, [], [], {}, Verdict.NOT_STARTED, 1),
     (RestoreState.UNKNOWN, [], [], {}, Verdict.UNKNOWN, 1),
     (RestoreState.NOT_STARTED, [], [], {"dry_run": True}, Verdict.DRY_RUN, 0),
+    (RestoreState.NOT_STARTED, [], [], {"dry_run": True, "error": True}, Verdict.NOT_STARTED, 1),
+    (RestoreState.COMMITTED, [OK], [Check("health", True)], {"error": True}, Verdict.RESTORED_CHECK_FAILED, 1),
     (RestoreState.NOT_STARTED, [], [], {"refused": True}, Verdict.REFUSED, 3),
     (RestoreState.NOT_STARTED, [], [], {"refused": True, "dry_run": True}, Verdict.REFUSED, 3),
 ], ids=["all-good", "skipped-check-is-not-failure", "step-failed", "check-failed", "rolled-back", "not-started",
-        "unknown", "dry-run", "refused", "refused-dry-run"])
+        "unknown", "dry-run", "dry-run-failed", "interrupted-after-commit", "refused", "refused-dry-run"])
 def test_verdict_and_exit_code(state, results, checks, kw, expected, code):
     v = ep.verdict(state, results, checks, **kw)
     assert v is expected and ep.exit_code(v) == code

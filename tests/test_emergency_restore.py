@@ -490,6 +490,15 @@ def test_cli_end_to_end_and_audit_verify(world):
     assert token not in done.stdout + done.stderr
     ok = inv("-f", str(config), "emergency.audit", "--verify", env=env, home=world.tmp)
     assert ok.returncode == 0 and "hash chain intact" in ok.stdout
+    record = Path(done.stdout.split("incident record: ")[1].split()[0])
+    run_id = record.name.removeprefix("emergency-restore-").removesuffix(".md")
+    written = record.read_text()
+    record.unlink()
+    again = inv("-f", str(config), "emergency.audit", "--record", run_id, env=env, home=world.tmp)
+    assert again.returncode == 0 and again.stdout.strip() == str(record) and record.read_text() == written
+    shown = inv("-f", str(config), "emergency.audit", "--run", run_id, env=env, home=world.tmp)
+    assert shown.returncode == 0 and '"emergency.restore.restore"' in shown.stdout
+    assert_no_secret(world, written, shown.stdout)
     log = world.settings.audit_log
     lines = log.read_text().splitlines()
     lines[2] = lines[2].replace('"outcome": "ok"', '"outcome": "OK!"', 1) if '"outcome": "ok"' in lines[2] else \
@@ -499,7 +508,8 @@ def test_cli_end_to_end_and_audit_verify(world):
     assert broken.returncode == 1 and "not intact" in broken.stderr
 
 
-def test_audit_record_writes_the_incident_record_of_a_run(world):
+def test_a_dry_run_leaves_a_record_saying_so(world):
     ran = run(world, dry_run=True, confirm=None)
-    md = incident_record.render(audit.entries(world.settings), ran.recipe.run_id)
-    assert "Dry run:** nothing was changed" in md and world.sha in md
+    md = record_of(ran)
+    assert md == incident_record.render(audit.entries(world.settings), ran.recipe.run_id)
+    assert "Dry run:** nothing was changed" in md and world.sha in md and "dry run: nothing was changed" in md
