@@ -173,12 +173,15 @@ def test_password_reaches_psql_through_its_environment_never_a_command_line(sshd
     def watched():
         parts = list(chunks(dump))
         yield from parts[:2]
-        # mid-stream: the remote psql is running; look at every process on the "bastion"
-        time.sleep(0.3)
-        procs = _processes()
-        seen["on_command_line"] = [pid for pid, (cmd, _) in procs.items() if password.encode() in cmd]
-        seen["in_environment"] = [cmd.split(b"\0")[0] for pid, (cmd, env) in procs.items()
-                                  if b"PGPASSWORD=" + password.encode() + b"\0" in env + b"\0"]
+        # mid-stream: look at every process on the "bastion" until the remote psql shows up (it may start late)
+        seen["on_command_line"], seen["in_environment"] = [], []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(n.endswith(b"psql") for n in seen["in_environment"]):
+            procs = _processes()
+            seen["on_command_line"] += [pid for pid, (cmd, _) in procs.items() if password.encode() in cmd]
+            seen["in_environment"] = [cmd.split(b"\0")[0] for pid, (cmd, env) in procs.items()
+                                      if b"PGPASSWORD=" + password.encode() + b"\0" in env + b"\0"]
+            time.sleep(0.05)
         yield from parts[2:]
 
     with connect(sshd, tmp_path) as cxn:
