@@ -9,6 +9,7 @@ the rest of the file, and functions in untrusted languages or using COPY ... PRO
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -73,6 +74,7 @@ class Facts:
     setting: tuple[str, str] | None = None            # SET name, value
     transaction_control: bool = False   # BEGIN; or COMMIT;
     drop: DropTarget | None = None
+    owner: str | None = None            # ALTER ... OWNER TO role
 
 
 def unquote(raw: bytes) -> str:
@@ -82,6 +84,7 @@ def unquote(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
+@functools.lru_cache(maxsize=4096)
 def table_key(qualified: bytes) -> str:
     """`public."User"` -> "public.User" (schema-qualified, unquoted, as pg_dump's TOC writes names)."""
     return ".".join(unquote(part.group()) for part in _IDENT_PART.finditer(qualified))
@@ -206,6 +209,9 @@ def _copy(st: Statement, facts: Facts, line: bytes | None) -> None:
 
 
 def _insert(st: Statement, facts: Facts, line: bytes | None) -> None:
+    if st.table is not None:                    # read by the lexer's fast path: one row of literals
+        facts.table, facts.rows = table_key(st.table), st.insert_rows
+        return
     if st.word(1) != "into":
         facts.problems.append(("statement-kind", "INSERT without INTO"))
         return
@@ -296,6 +302,9 @@ def _alter(st: Statement, facts: Facts, line: bytes | None) -> None:
         facts.problems.append(("statement-kind", f"ALTER {what.upper()} changes the server, not this database; "
                                                  "pg_dump does not write it"))
         return
+    toks = st.tokens
+    if len(toks) >= 3 and st.word(len(toks) - 3) == "owner" and st.word(len(toks) - 2) == "to":
+        facts.owner = _ident(toks[-1])
     w = st.words(12)
     # --clean preamble: ALTER TABLE [IF EXISTS] [ONLY] t DROP CONSTRAINT [IF EXISTS] c / ALTER COLUMN c DROP DEFAULT
     if what == "table" and "drop" in w:

@@ -24,7 +24,7 @@ import re
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -163,6 +163,7 @@ class Report:
     schemas: set[str] = field(default_factory=set)
     extensions: dict[str, str | None] = field(default_factory=dict)     # name -> schema
     roles: set[str] = field(default_factory=set)                        # named in policies
+    owners: set[str] = field(default_factory=set)                       # named in OWNER TO (dumps with owners)
     event_triggers: list[str] = field(default_factory=list)
     publications: list[str] = field(default_factory=list)
     large_objects: int = 0
@@ -215,7 +216,7 @@ class Report:
         req = self.requires
         out.append("needs of the target:")
         for key, value in req.items():
-            shown = ", ".join(value) if isinstance(value, list) else str(value)  # type: ignore[arg-type]
+            shown = ", ".join(value) if isinstance(value, list) else str(value)
             out.append(f"  {key.replace('_', ' ')}: {shown or '-'}")
         if self.adaptations:
             out.append("adapted:")
@@ -328,14 +329,14 @@ def open_backup(path: str | os.PathLike[str]) -> Iterator[BackupStream]:
 def _open_gzip(p: Path) -> BinaryIO:
     try:
         from isal import igzip_threaded          # decompresses in a thread of its own, outside the GIL
-        return igzip_threaded.open(p, "rb", threads=1)  # type: ignore[no-any-return]
+        return igzip_threaded.open(p, "rb", threads=1)  # type: ignore[no-untyped-call, no-any-return]
     except ImportError:
         pass
     try:
         from isal import igzip
-        return igzip.open(p, "rb")  # type: ignore[no-any-return]
+        return igzip.open(p, "rb")  # type: ignore[no-untyped-call, no-any-return]
     except ImportError:
-        return gzip.open(p, "rb")
+        return gzip.open(p, "rb")  # type: ignore[return-value]
 
 
 # -- the reader --------------------------------------------------------------------------------------------------------
@@ -745,7 +746,7 @@ class DumpReader:
                 if self._lx.backslash_in_string and not self._std_on:
                     self._problem("ambiguous-literal", "a quoted string with a backslash comes before "
                                                        "`SET standard_conforming_strings = on`", line=st.first_line)
-                self._std_on = True
+                self._std_on = self._lx.fast = facts.setting[1].lower() == "on"
             if facts.setting[0] == "transaction_timeout" and self._filter:
                 sv = self.plan.server_version if self.plan else None
                 if sv is not None and sv[0] < 17:
@@ -756,6 +757,8 @@ class DumpReader:
             self.report.extensions[facts.extension[0]] = facts.extension[1]
         elif facts.policy_roles:
             self.report.roles.update(facts.policy_roles)
+        elif facts.owner is not None:
+            self.report.owners.add(facts.owner)
         elif facts.schema_created:
             self.report.schemas.add(facts.schema_created)
         elif facts.large_objects:

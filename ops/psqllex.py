@@ -50,6 +50,17 @@ PSQL_VARIABLES = frozenset(
     b"SINGLELINE SINGLESTEP SQLSTATE USER VERBOSITY VERSION VERSION_NAME VERSION_NUM WATCH_INTERVAL".split()
 )
 
+# Fast paths for pg_dump's --inserts output: whole lines of literals that cannot change psql's state. A value is a
+# standard string without a line break, a number, or a bare NULL/true/false/DEFAULT; anything else takes the lexer.
+_NAME = rb'(?:[A-Za-z_][A-Za-z0-9_$]*|"[^"\n]*(?:""[^"\n]*)*")'
+_VALUE = rb"(?:'[^'\n\r]*(?:''[^'\n\r]*)*'|-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|NULL|true|false|DEFAULT)"
+_ROW = rb"\(" + _VALUE + rb"(?:, " + _VALUE + rb")*\)"
+_TAIL = rb"(?: ON CONFLICT DO NOTHING)?;\n"
+INSERT_LINE = re.compile(
+    rb"INSERT INTO (?P<table>" + _NAME + rb"(?:\." + _NAME + rb")?) (?:\(" + _NAME + rb"(?:, " + _NAME
+    + rb")*\) )?(?:OVERRIDING (?:SYSTEM|USER) VALUE )?VALUES " + _ROW + _TAIL)
+ROW_LINE = re.compile(rb"\t" + _ROW + rb"(?P<end>,\n|" + _TAIL + rb")")
+
 _KEEP_TOKENS = 4000        # tokens kept per statement (statement analysis needs the head only)
 _KEEP_TEXT = 1 << 16       # bytes of a string or dollar-quoted body kept in its token
 
@@ -70,6 +81,7 @@ class Statement:
     insert_rows: int = 0           # top-level tuples after VALUES (INSERT statements)
     values_seen: bool = False
     calls_in_values: list[bytes] = field(default_factory=list)   # words written as calls inside VALUES
+    table: bytes | None = None     # INSERT target as written, when a fast path read the statement
 
     def word(self, i: int) -> str | None:
         """The i-th token, lower-cased, if it is a bare word (keywords are bare words)."""
@@ -101,6 +113,7 @@ class Lexer:
         self.backslash_in_string = False               # a '...' string held a backslash (std_strings matters)
         self.lineno = 0
         self.prev_word: bytes | None = None            # the token just before was this bare word
+        self.fast = False                              # caller confirmed standard_conforming_strings = on
 
     # -- state -------------------------------------------------------------------------------------------------
     @property
@@ -140,6 +153,10 @@ class Lexer:
     def feed(self, line: bytes, lineno: int) -> list[Statement]:
         self.lineno = lineno
         done: list[Statement] = []
+        if self.fast and self.state == INITIAL and self.cont == INITIAL and self.paren == 0:
+            fast = self._fast_insert(line, lineno)
+            if fast is not None:
+                return fast
         pos, n = 0, len(line)
         while pos < n:
             state = self.state
@@ -164,6 +181,26 @@ class Lexer:
             else:
                 pos = self._xc(line, pos, n)
         return done
+
+    def _fast_insert(self, line: bytes, lineno: int) -> list[Statement] | None:
+        """A one-row INSERT line, or one row line of a --rows-per-insert statement, without the token loop."""
+        st = self.stmt
+        if st is None:
+            if line[:12] != b"INSERT INTO " or (m := INSERT_LINE.fullmatch(line)) is None:
+                return None
+            done = Statement([("id", b"INSERT"), ("id", b"INTO")], lineno, lineno, True, True, 1, True,
+                             table=m["table"])
+            self.id_count, self.prev_word = 0, None
+            return [done]
+        if not st.values_seen or line[:2] != b"\t(" or (m := ROW_LINE.fullmatch(line)) is None:
+            return None
+        st.insert_rows += 1
+        if m["end"] == b",\n":
+            self.prev_word = None
+            return []
+        st.last_line, st.ends_line = lineno, True
+        self.stmt, self.id_count, self.prev_word = None, 0, None
+        return [st]
 
     def _initial(self, line: bytes, pos: int, n: int, done: list[Statement]) -> int:
         m = _TOKEN.match(line, pos)

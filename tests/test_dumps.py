@@ -595,6 +595,7 @@ def test_pagila_files(path: Path, pg_dump: str, server: str, entries: int, timeo
     types = {e.type for e in report.toc}
     assert {"DOMAIN", "FUNCTION", "TRIGGER", "MATERIALIZED VIEW", "TABLE ATTACH", "FK CONSTRAINT"} <= types
     assert any(e.name == "payment_p2022_01" and e.type == "TABLE" for e in report.toc)
+    assert report.owners == {"postgres"}
     text = b"".join(dumps.DumpReader(dumps.Plan(scope=None, server_version=(15, 20))).filter([path.read_bytes()]))
     assert (b"SET transaction_timeout = 0;" in path.read_bytes()) is timeout
     assert b"transaction_timeout" not in text
@@ -773,3 +774,22 @@ def test_tagged_pieces_join_to_the_psql_stream(data: bytes) -> None:
                 j += 1
             assert kinds_seen[j] == "end" and pieces[j][1] == b"\\.\n"
     assert all(k != "sql-part" for k in kinds_seen)
+
+
+def test_adapted_17_6_dump_restores_with_an_old_psql_and_server(old_pg16, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """psql 16.2 refuses \\restrict and server 16.2 refuses transaction_timeout; the adapted stream restores."""
+    psql16 = str(old_pg16.bin_dir / "psql")
+    name = f"dumps_old_{secrets.token_hex(4)}"
+    with psycopg.connect(old_pg16.admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = old_pg16.url(name)
+    data = simple_dump(["1\ta", "2\tb\\\\."])
+    argv = [psql16, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-d", url]
+    raw = subprocess.run(argv, input=data, capture_output=True, timeout=60)
+    assert raw.returncode == 3 and b"invalid command \\restrict" in raw.stderr     # the trap is real
+    reader = dumps.DumpReader(dumps.Plan(scope=None, psql_version=(16, 2), server_version=(16, 2)))
+    adapted = subprocess.run(argv, input=b"".join(reader.filter([data])), capture_output=True, timeout=60)
+    assert adapted.returncode == 0, adapted.stderr.decode()
+    assert len(reader.report.adaptations) == 2
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM public.t").fetchone()[0] == 2
