@@ -38,7 +38,7 @@ def ago(**delta: float) -> datetime:
     return datetime.now(timezone.utc) - timedelta(**delta)
 
 
-def wait_until(predicate, timeout: float = 10.0) -> bool:
+def wait_until(predicate, timeout: float = 20.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
