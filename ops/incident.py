@@ -691,13 +691,15 @@ def latest_diagnoses(settings: Settings, now: datetime, max_age_hours: float) ->
 
 
 def incident_record(settings: Settings, record: str | None) -> tuple[str, str] | None:
-    """The incident record to attach: --record FILE, else the newest under the state directory's incidents/."""
+    """The incident record to attach: --record FILE, else the newest one emergency.restore wrote
+    (in ops.emergency.record_dir, by default the state directory's incidents/)."""
     if record:
         path = Path(record).expanduser()
         if not path.is_file():
             raise ConfigError(f"incident record {path} does not exist")
         return str(path), path.read_text(encoding="utf-8", errors="replace")
-    folder = settings.state_dir / "incidents"
+    configured = settings.get("emergency.record_dir")
+    folder = Path(configured).expanduser() if configured else settings.state_dir / "incidents"
     files = sorted(folder.glob("*.md"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
     return (str(files[-1]), files[-1].read_text(encoding="utf-8", errors="replace")) if files else None
 

@@ -541,6 +541,18 @@ def test_escalate_opens_an_urgent_issue_with_the_latest_diagnosis(world, capsys)
     assert f"opened {issue['html_url']}" in capsys.readouterr().out
 
 
+def test_escalate_finds_the_record_where_emergency_restore_writes_it(world, tmp_path, capsys):
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / "emergency-restore-old.md").write_text("# old incident\n")
+    os.utime(records / "emergency-restore-old.md", (1, 1))
+    (records / "emergency-restore-new.md").write_text("# Restore of production from backup-20240501\n")
+    ops = {**world.ops, "emergency": {"record_dir": str(records)}}
+    assert run(incident.escalate, ctx(ops), title="Restored production", dry_run=True) == 0
+    out = capsys.readouterr().out
+    assert "## Incident record (emergency-restore-new.md)" in out and "old incident" not in out
+
+
 def test_escalate_dry_run_and_without_a_diagnosis(world, capsys):
     assert run(incident.escalate, world.c, title="Payments failing", dry_run=True) == 0
     out = capsys.readouterr().out
