@@ -35,6 +35,7 @@ class Outcome:
     ok: bool
     detail: str
     seconds: float
+    interrupted: bool = False   # Ctrl-C while leaving: reported, then raised again once the outcome is known
 
 
 def is_on(service: dict[str, Any], mode: str) -> bool:
@@ -166,7 +167,7 @@ class Maintenance:
             self._poll(False)
         except KeyboardInterrupt:
             self.left = Outcome(False, f"interrupted while leaving maintenance: the service may still be in it; "
-                                       f"{self.hint()}", self.clock() - started)
+                                       f"{self.hint()}", self.clock() - started, interrupted=True)
         except OpsError as exc:
             self.left = Outcome(False, f"could not leave maintenance ({exc.message}); {self.hint()}",
                                 self.clock() - started)
@@ -183,15 +184,21 @@ def maintained(m: Maintenance, *, keep: bool = False,
     The block's own exception (or KeyboardInterrupt) propagates unchanged after leaving; the outcome of leaving is
     passed to `report` and kept in `m.left`, so a failed resume is never silent.
     """
+    failed = False
     try:
         m.enter()
         yield m
+    except BaseException:
+        failed = True
+        raise
     finally:
         if m.requested:
             if keep:
                 m.left = Outcome(True, f"kept in maintenance as asked (--keep-suspended); when you are done: "
-                                        f"{m.hint()}", 0.0)
+                                       f"{m.hint()}", 0.0)
             else:
                 m.leave()
             assert m.left is not None
             report(m.left)
+            if m.left.interrupted and not failed:
+                raise KeyboardInterrupt   # the Ctrl-C that interrupted leaving still stops the caller

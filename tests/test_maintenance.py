@@ -140,6 +140,21 @@ def test_ctrl_c_while_polling_for_the_suspend_still_resumes(fake_api):
     assert posts(fake_api, RESUME) == 1
 
 
+def test_ctrl_c_while_resuming_is_reported_then_raised(fake_api):
+    fake_api.render.suspend_after_polls = 0
+    fake_api.render.resume_after_polls = None    # the resume is sent, then the poll is interrupted
+
+    def interrupt(_seconds):
+        raise KeyboardInterrupt
+
+    reported = []
+    with pytest.raises(KeyboardInterrupt):
+        with maintained(Maintenance(render_for(fake_api), "suspend", sleep=interrupt), report=reported.append):
+            pass
+    assert posts(fake_api, RESUME) == 1
+    assert reported[0].interrupted and not reported[0].ok and "may still be in it" in reported[0].detail
+
+
 def test_keep_suspended_sends_no_resume_and_says_how(fake_api):
     reported = []
     with maintained(fast(render_for(fake_api)), keep=True, report=reported.append):
