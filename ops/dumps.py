@@ -105,13 +105,15 @@ class TocEntry:
 
 @dataclass
 class LeftOut:
-    """An object (or a --clean DROP of one) the filter did not send, and why."""
+    """An object (or a --clean DROP of one) the filter did not send, and why. `out_of_scope`: left out only because
+    the restore's scope excludes it (it stays as it is on the target); otherwise it could not be restored there."""
 
     name: str
     type: str
     schema: str
     reason: str
     rows: int | None = None
+    out_of_scope: bool = False
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,11 @@ class Report:
         return not self.problems
 
     @property
+    def left_out_in_scope(self) -> list[LeftOut]:
+        """What the restore's scope asked for but the target cannot take (a production restore must refuse)."""
+        return [lo for lo in self.left_out if not lo.out_of_scope]
+
+    @property
     def requires(self) -> dict[str, object]:
         """What the dump needs of its target database and server."""
         return {
@@ -223,7 +230,8 @@ class Report:
             out += [f"  {a}" for a in self.adaptations]
         if self.left_out:
             out.append(f"left out ({len(self.left_out)}):")
-            out += [f"  {lo.type} {lo.schema}.{lo.name}: {lo.reason}" + (f" ({lo.rows:,} rows)" if lo.rows else "")
+            out += [f"  {lo.type} {lo.name if lo.schema == '-' else lo.schema + '.' + lo.name}: {lo.reason}"
+                    + (f" ({lo.rows:,} row{'s' if lo.rows != 1 else ''})" if lo.rows else "")
                     for lo in self.left_out]
         if self.problems:
             out.append("problems:")
@@ -316,6 +324,8 @@ def open_backup(path: str | os.PathLike[str]) -> Iterator[BackupStream]:
             head = f.read(4096)
     except FileNotFoundError:
         raise VerificationFailed(f"{p} does not exist", hint="download it first: inv restore.download") from None
+    except OSError as exc:
+        raise VerificationFailed(f"{p} cannot be read: {exc.strerror or exc}", hint=_HINTS["download"]) from None
     kind = sniff(head)
     if kind in ("empty", "html", "xml", "json", "pgdmp") or (p.suffix == ".gz" and kind != "gzip"):
         raise VerificationFailed(describe(kind, head, p.name), hint=_HINTS["download"])
@@ -667,6 +677,10 @@ class DumpReader:
             self._header = 1
         elif self._header == 1 and n == 2 and line == b"-- PostgreSQL database dump\n":
             self._header = 2
+        elif n <= 2 and self._header != 3 and line.endswith(b"\r\n") and line[:2] == b"--":
+            self._header = 3
+            self._problem("crlf", "the file has Windows (CRLF) line endings: it was converted after pg_dump wrote "
+                                  "it, and psql would read it differently")
         elif n <= 2 and self._header != 3:
             kind = sniff(line)
             what = {"html": "an HTML page", "xml": "an XML document", "json": "a JSON document",
@@ -846,7 +860,7 @@ class DumpReader:
                 self._emit(held, kind)
         else:
             self._entry_keep = False
-            self._entry_left = LeftOut(entry.name, entry.type, entry.schema, reason)
+            self._entry_left = LeftOut(entry.name, entry.type, entry.schema, reason, out_of_scope=scope_only)
             self.report.left_out.append(self._entry_left)
             if not scope_only and entry.type in DEFINING_TYPES:
                 self._cut.add((entry.schema, entry.name.split("(")[0]))
@@ -973,8 +987,8 @@ class DumpReader:
             for held in lines:
                 self._emit(held)
         else:
-            self.report.left_out.append(LeftOut(target.name, f"DROP {target.kind.upper()}",
-                                                target.schema or "-", reason))
+            self.report.left_out.append(LeftOut(target.name, f"DROP {target.kind.upper()}", target.schema or "-",
+                                                reason, out_of_scope="scope" in reason))
 
     def _judge_drop(self, d: DropTarget) -> str | None:
         plan = self.plan
@@ -986,7 +1000,7 @@ class DumpReader:
             if d.name in self._ext_left_out:
                 return f"extension {d.name} is left out"
             if d.name not in self._ext_kept:
-                return f"extension {d.name} is not restored"
+                return f"extension {d.name} is outside the restore's scope"
             return None
         if d.kind in ("event trigger", "publication"):
             if scope is not None:

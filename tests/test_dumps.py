@@ -651,6 +651,7 @@ def test_supabase_all_schemas_on_a_plain_server_leaves_out_only_what_cannot_exis
                                                        ("pg_graphql", "pg_net", "supabase_vault")}
     assert ("TABLE DATA", "vault", "secrets") in gone and "supabase_vault" in gone[("TABLE DATA", "vault", "secrets")]
     assert ("DROP EXTENSION", "-", "pg_net") in gone
+    assert all(not lo.out_of_scope for lo in report.left_out)
     assert report.restored_tables() == {k: v for k, v in S.SUPABASE_ROWS.items() if k != "vault.secrets"}
     assert sorted(report.roles_created) == S.SUPABASE_ROLES
     assert b"transaction_timeout" not in out and b"CREATE EXTENSION IF NOT EXISTS pg_net" not in out
@@ -674,6 +675,10 @@ def test_supabase_public_scope_as_non_superuser() -> None:
                 ("POLICY", "public", "messages Anyone reads messages")]:
         assert key in gone, key
     assert "missing on the target" in gone[("POLICY", "public", "profiles Users read own profile")]
+    in_scope = {(lo.type, lo.name) for lo in reader.report.left_out_in_scope}
+    assert in_scope == {("POLICY", "Transaction Service role manages transactions"),
+                        ("POLICY", "messages Anyone reads messages"), ("POLICY", "profiles Users read own profile"),
+                        ("PUBLICATION TABLE", "supabase_realtime messages")}
     assert b"DROP TABLE IF EXISTS public.profiles;" in out and b"auth.users" in out   # the FK to auth stays
     assert b"DROP TABLE IF EXISTS auth.users" not in out and b"CREATE SCHEMA" not in out
     assert b"\\restrict" not in out and b"\\unrestrict" not in out
@@ -793,3 +798,51 @@ def test_adapted_17_6_dump_restores_with_an_old_psql_and_server(old_pg16, tmp_pa
     assert len(reader.report.adaptations) == 2
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM public.t").fetchone()[0] == 2
+
+
+def test_gzipped_html_page_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "b.sql.gz"
+    path.write_bytes(gzip.compress(b"<!DOCTYPE html>\n<html><title>Error</title></html>\n"))
+    report = dumps.inspect(path)
+    assert kinds(report) >= {"no-header"} and "it is an HTML page" in str(report.problems[0])
+
+
+def test_crlf_file_is_named_at_its_first_line() -> None:
+    reader = dumps.DumpReader(dumps.Plan(scope=None))
+    with pytest.raises(VerificationFailed, match="Windows"):
+        list(reader.filter([simple_dump().replace(b"\n", b"\r\n")]))
+    assert reader.report.problems[0].line == 1
+
+
+def run_pieces(url: str, pieces) -> None:  # type: ignore[no-untyped-def]
+    """How a psycopg executor uses DumpReader.pieces(): statements, COPY blocks, statements split over pieces."""
+    with psycopg.connect(url) as conn:
+        part: list[bytes] = []
+        copy = None
+        for kind, data in pieces:
+            if kind == "sql-part":
+                part.append(data)
+            elif kind == "sql":
+                text, part = b"".join(part) + data, []
+                if text.strip():
+                    conn.execute(text)
+            elif kind == "copy":
+                copy = conn.cursor().copy(data.decode())
+                writer = copy.__enter__()
+            elif kind == "data":
+                writer.write(data)
+            elif kind == "end" and copy is not None:
+                copy.__exit__(None, None, None)
+                copy = None
+
+
+@pytest.mark.parametrize("flags", [(), ("--rows-per-insert=3",)], ids=["copy", "rows-per-insert"])
+def test_pieces_restore_through_psycopg(tricky_db: str, make_db, flags: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+    data = pg_dump(tricky_db, *flags)
+    target = make_db("dumps_pieces")
+    reader = dumps.DumpReader(dumps.Plan(scope=frozenset({"public"}), executor="psycopg"))
+    pieces = list(reader.pieces(data[i:i + 4096] for i in range(0, len(data), 4096)))
+    if flags:
+        assert any(kind == "sql-part" for kind, _ in pieces)
+    run_pieces(target, pieces)
+    assert counts(target) == counts(tricky_db)
