@@ -126,9 +126,29 @@ def service_definitions(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
     return services
 
 
-def identify(url: str, env: Mapping[str, str]) -> urls.Identity:
+@dataclass(frozen=True)
+class Vantage:
+    """Where connections are made from. This machine by default; a bastion for `--via HOST`, where names are
+    resolved, `localhost` means the bastion, and the marker is read through its psql."""
+
+    resolve: Callable[[str], frozenset[str]]
+    local_addresses: Callable[[], frozenset[str]]
+    read_marker: Callable[[str, Mapping[str, str]], str | None]
+    name: str = "this machine"
+
+
+def _local_marker(conninfo: str, pg_env: Mapping[str, str]) -> str | None:
+    return read_marker(conninfo)
+
+
+def here() -> Vantage:
+    return Vantage(resolve, local_addresses, _local_marker)
+
+
+def identify(url: str, env: Mapping[str, str], vantage: Vantage | None = None) -> urls.Identity:
+    v = vantage or here()
     return urls.identify(url, env=env, services=service_definitions(env), os_user=_os_user(env),
-                         resolve=resolve, local_addresses=local_addresses())
+                         resolve=v.resolve, local_addresses=v.local_addresses())
 
 
 def _os_user(env: Mapping[str, str]) -> str:
@@ -162,7 +182,7 @@ def read_marker(conninfo: str, timeout: int = 5) -> str | None:
 
 
 # -- judging ---------------------------------------------------------------------------------------------------------
-def _rules(settings: Settings, env: Mapping[str, str]) -> list[urls.ProductionRule]:
+def _rules(settings: Settings, env: Mapping[str, str], vantage: Vantage) -> list[urls.ProductionRule]:
     rules = []
     for item in settings.get("production.identities") or []:
         if isinstance(item, str):
@@ -172,19 +192,23 @@ def _rules(settings: Settings, env: Mapping[str, str]) -> list[urls.ProductionRu
                               hint="write entries as {host: H} or {host: H, user: U}")
         host = str(item["host"])
         port = str(item.get("port", "*"))
-        ep = urls._endpoint(host, "", port if port != "*" else urls.DEFAULT_PORT, resolve, local_addresses())
+        ep = urls._endpoint(host, "", port if port != "*" else urls.DEFAULT_PORT, vantage.resolve,
+                            vantage.local_addresses())
         if port == "*":
             ep = urls.Endpoint(ep.name, ep.addresses, "*", ep.local)
         rules.append(urls.ProductionRule(ep, item.get("user"), item.get("dbname")))
     return rules
 
 
-def judge(settings: Settings, url: str, *, read_db_marker: bool = True) -> Target:
-    """What the guard thinks of `url`: never raises; `Target.refused` says whether writes would be refused."""
+def judge(settings: Settings, url: str, *, read_db_marker: bool = True, vantage: Vantage | None = None) -> Target:
+    """What the guard thinks of `url`: never raises; `Target.refused` says whether writes would be refused.
+
+    `vantage` is where the connection would be made from (default: here; `--via` passes the bastion's)."""
     env = settings.env
+    vantage = vantage or here()
     redacted = redact_url(url or "")
     try:
-        ident = identify(url, env)
+        ident = identify(url, env, vantage)
     except urls.TargetError as exc:
         return Target(url, redacted, "", "", "", (), (), error=str(exc))
     notes: list[str] = []
@@ -195,12 +219,12 @@ def judge(settings: Settings, url: str, *, read_db_marker: bool = True) -> Targe
                      "names and the database's own marker")
     else:
         try:
-            production = identify(prod_url, env)
+            production = identify(prod_url, env, vantage)
         except urls.TargetError as exc:
             return Target(url, redacted, ident.key(), ident.dbname, ident.user, (), (),
                           error=f"DATABASE_URL cannot be understood ({exc}), so production cannot be told apart")
     try:
-        reasons = urls.production_reasons(ident, production=production, rules=_rules(settings, env),
+        reasons = urls.production_reasons(ident, production=production, rules=_rules(settings, env, vantage),
                                           tokens=settings.get("production.name_tokens") or [])
     except ConfigError as exc:
         return Target(url, redacted, ident.key(), ident.dbname, ident.user, (), (), error=exc.message)
@@ -208,9 +232,10 @@ def judge(settings: Settings, url: str, *, read_db_marker: bool = True) -> Targe
     marker = None
     if read_db_marker:
         try:
-            marker = read_marker(conninfo)
+            marker = vantage.read_marker(conninfo, pg_env)
         except Exception as exc:  # unreachable: judged by the URL alone
-            notes.append(f"the database's marker could not be read ({type(exc).__name__}); judged by its URL alone")
+            notes.append(f"the database's marker could not be read from {vantage.name} ({type(exc).__name__}); "
+                         "judged by its URL alone")
         if marker == "production":
             reasons.append(f"the database is marked production ({MARKER_SETTING} = 'production')")
         elif marker and marker not in ENVIRONMENTS:
@@ -235,9 +260,9 @@ def _connection(params: Mapping[str, str]) -> tuple[str, dict[str, str]]:
 
 
 def require(settings: Settings, url: str, *, action: str, emergency: bool = False,
-            approval: Approval | None = None, read_marker: bool = True) -> Target:
+            approval: Approval | None = None, read_marker: bool = True, vantage: Vantage | None = None) -> Target:
     """Judge `url` for a write by `action`; return the Target, or raise GuardRefused (exit 3) with the reason."""
-    target = judge(settings, url, read_db_marker=read_marker)
+    target = judge(settings, url, read_db_marker=read_marker, vantage=vantage)
     if target.error:
         raise GuardRefused(f"{action}: refused {target.redacted}: {target.error}",
                            hint="give the target as one postgresql:// URL; `inv guard.check URL` explains")
@@ -254,16 +279,17 @@ def require(settings: Settings, url: str, *, action: str, emergency: bool = Fals
     return target
 
 
-def require_scratch(settings: Settings, server_url: str, dbname: str, *, action: str) -> Target:
+def require_scratch(settings: Settings, server_url: str, dbname: str, *, action: str,
+                    vantage: Vantage | None = None) -> Target:
     """Allow creating/dropping a scratch database the tool names itself, on a non-production target's server."""
     if not dbname.startswith(SCRATCH_PREFIX):
         raise GuardRefused(f"{action}: {dbname!r} is not a scratch database name (prefix {SCRATCH_PREFIX})")
-    require(settings, server_url, action=action)  # the server is reached through a non-production target
+    require(settings, server_url, action=action, vantage=vantage)  # reached through a non-production target
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     params = conninfo_to_dict(server_url)
     params["dbname"] = dbname
-    return require(settings, make_conninfo("", **params), action=action, read_marker=False)
+    return require(settings, make_conninfo("", **params), action=action, read_marker=False, vantage=vantage)
 
 
 def mark(settings: Settings, environment: str, url: str) -> Target:

@@ -158,3 +158,27 @@ def test_production_identities_config(make_db, tmp_path):
     assert inv("-f", str(cfg), "guard.check", url).returncode == 3
     cfg.write_text("ops:\n  production:\n    identities:\n      - {host: localhost, user: somebody_else}\n")
     assert inv("-f", str(cfg), "guard.check", url).returncode == 0
+
+
+def test_a_bastion_vantage_judges_names_as_the_bastion_sees_them(make_db):
+    """Through `--via`, `localhost` is the bastion and names resolve there: an alias that only the bastion
+    knows for the production address is still production."""
+    prod = make_db("lottery")
+    params = conninfo_to_dict(prod)
+    settings = Settings.from_dict(env={"DATABASE_URL": "postgresql://app@10.20.30.40:5432/" + params["dbname"]})
+    seen = []
+
+    def bastion_resolve(name):
+        return frozenset({"10.20.30.40"}) if name == "db.bastion-only.internal" else frozenset()
+
+    def bastion_marker(conninfo, env):
+        seen.append(conninfo)
+        return "staging"
+
+    vantage = guard.Vantage(bastion_resolve, lambda: frozenset({"10.20.30.99"}), bastion_marker, "bastion")
+    alias = f"postgresql://db.bastion-only.internal/{params['dbname']}"
+    with pytest.raises(GuardRefused):
+        guard.require(settings, alias, action="restore.staging", vantage=vantage)
+    assert not guard.judge(settings, alias).is_production       # from here the alias does not resolve
+    target = guard.require(settings, "postgresql://127.0.0.1/other_db", action="restore.staging", vantage=vantage)
+    assert target.marker == "staging" and seen
