@@ -661,7 +661,10 @@ class DumpReader:
             return
         lines, acts = self._stmt_lines, self._actions
         self._stmt_lines, self._actions = [], []
-        if all(a == "keep" for a in acts):
+        if acts and all(a == "always" for a in acts):
+            for held in lines:
+                self._emit(held)
+        elif all(a in ("keep", "always") for a in acts):
             kind = "copy" if self._copy is not None else "sql"
             for held in lines:
                 self._entry_out(held, kind)
@@ -767,6 +770,10 @@ class DumpReader:
                     self._adapt(f"removed `SET transaction_timeout = 0;` (new in PostgreSQL 17; the target runs "
                                 f"{sv[0]}.{sv[1]})")
                     return "drop"
+            if self._filter and entry is not None:
+                # pg_dump writes the SETs an entry needs (default_tablespace, default_table_access_method) just
+                # before that entry's TOC comment, so they must survive when the entry above is left out.
+                return "always"
         elif facts.extension is not None:
             self.report.extensions[facts.extension[0]] = facts.extension[1]
         elif facts.policy_roles:
@@ -793,7 +800,7 @@ class DumpReader:
             if facts.kind == "insert":
                 self.report.tables[facts.table] = self.report.tables.get(facts.table, 0) + facts.rows
         if self._filter:
-            if self._entry_keep is None and self._entry_statements == 1:
+            if self._entry_keep is None:
                 self._decide(st, facts)
             if facts.table is not None and entry is not None and facts.table != entry.qualified:
                 schema = facts.table.partition(".")[0]

@@ -846,3 +846,13 @@ def test_pieces_restore_through_psycopg(tricky_db: str, make_db, flags: tuple[st
         assert any(kind == "sql-part" for kind, _ in pieces)
     run_pieces(target, pieces)
     assert counts(target) == counts(tricky_db)
+
+
+def test_settings_written_before_an_entry_survive_when_the_entry_above_is_cut() -> None:
+    data = S.dump(table("a", schema="auth"), "SET default_tablespace = '';\n\nSET default_table_access_method = heap;\n\n",
+                  table(), S.data("t", "id, s", ["1\ta"]))
+    reader = dumps.DumpReader(dumps.Plan(scope=frozenset({"public"})))
+    out = b"".join(reader.filter([data]))
+    assert b"CREATE TABLE auth.a" not in out and b"CREATE TABLE public.t" in out
+    assert out.index(b"SET default_table_access_method = heap;") < out.index(b"CREATE TABLE public.t")
+    assert [lo.name for lo in reader.report.left_out] == ["a"]
