@@ -638,6 +638,11 @@ class DumpReader:
             alarms, lx.alarms = lx.alarms, []
             for at, kind, message in alarms:
                 self._problem(kind, message, line=at)
+        if lx.backslash_in_string and not self._std_on:
+            lx.backslash_in_string = False
+            self._problem("ambiguous-literal", "a quoted string with a backslash before `SET "
+                                               "standard_conforming_strings = on`: psql reads it by the server's "
+                                               "setting, which may differ")
         if line.endswith(b"\r\n") and lx.state == INITIAL:
             self._problem("crlf", "the line ends with CRLF: the file was converted to Windows line endings (psql "
                                   "reads a carriage return as a line break)")
@@ -760,9 +765,6 @@ class DumpReader:
         self._entry_statements += 1
         if facts.kind == "set" and facts.setting is not None:
             if facts.setting[0] == "standard_conforming_strings":
-                if self._lx.backslash_in_string and not self._std_on:
-                    self._problem("ambiguous-literal", "a quoted string with a backslash comes before "
-                                                       "`SET standard_conforming_strings = on`", line=st.first_line)
                 self._std_on = self._lx.fast = facts.setting[1].lower() == "on"
             if facts.setting[0] == "transaction_timeout" and self._filter:
                 sv = self.plan.server_version if self.plan else None

@@ -856,3 +856,9 @@ def test_settings_written_before_an_entry_survive_when_the_entry_above_is_cut() 
     assert b"CREATE TABLE auth.a" not in out and b"CREATE TABLE public.t" in out
     assert out.index(b"SET default_table_access_method = heap;") < out.index(b"CREATE TABLE public.t")
     assert [lo.name for lo in reader.report.left_out] == ["a"]
+
+
+def test_backslash_string_in_a_dump_that_never_sets_standard_conforming_strings() -> None:
+    data = S.dump(table(), S.entry("t", "COMMENT", "COMMENT ON TABLE public.t IS 'a\\b';"),
+                  prelude=S.PRELUDE.replace("SET standard_conforming_strings = on;\n", ""))
+    assert "ambiguous-literal" in kinds(inspect(data))
