@@ -118,6 +118,12 @@ def login_roles(url: str) -> list[str]:
         return [r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolcanlogin")]
 
 
+def other_superusers(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT rolname FROM pg_roles WHERE rolcanlogin AND rolsuper AND rolname <> current_user")]
+
+
 def test_db_size_reports_size_connections_and_change_since_last_run(make_db, tmp_path):
     url = make_db("app")
     env = {"DATABASE_URL": url}
@@ -169,6 +175,9 @@ def test_access_db_roles_against_a_real_server(extra, listed, status, make_db, l
     # role this test made
     out = run_one("access.db_roles", {"access": {"db_roles": roles or [], "provider_roles": existing}},
                   {"DATABASE_URL": url}, tmp_path=tmp_path)
+    if listed is None and status == "pass" and other_superusers(url):
+        # with no list, another superuser already on a shared server (root on CI's) is a warn, per the issue
+        status = "warn"
     assert out.status == status, out
     if new:
         assert any(new in d for d in out.details)
