@@ -408,7 +408,12 @@ class Recipe:
     def _take_snapshot(self) -> Done:
         """pg_dump of production with the backup flags, gzip, verified (issue 3's backup.create machinery)."""
         label = ep.snapshot_label(self.now())
-        path = self._snapshot_dir() / f"{label}_{self.target.dbname}.sql.gz"
+        # unique per run (two runs in one second must not share a file) and never overwritten: the file being
+        # restored with --file may itself be an earlier snapshot
+        path = self._snapshot_dir() / f"{label}_{self.target.dbname}_{self.run_id.rsplit('-', 1)[-1]}.sql.gz"
+        if path.exists():
+            raise ConfigError(f"{path} already exists; refusing to overwrite a snapshot",
+                              hint="run again (the name changes each run) or move the old file away")
         if self.opts.dry_run:
             return Done(f"would write {path} (pg_dump with the backup flags, verified)", Outcome.PLANNED)
         from . import backup as backups

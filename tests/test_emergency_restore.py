@@ -135,13 +135,14 @@ class Ran:
     error: OpsError | None
 
 
-def run(world: World, token: str | None = "default", *, settings: Settings | None = None, ask=None,
+def run(world: World, token: str | None = "default", *, settings: Settings | None = None, ask=None, now=None,
         **opts) -> Ran:
     lines: list[str] = []
     opts.setdefault("confirm", world.dbname)
     opts.setdefault("tag", TAG)
     token = world.token() if token == "default" else token
-    recipe = Recipe(settings or world.settings, Options(approve=token, **opts), out=lines.append, ask=ask)
+    extra = {"now": now} if now is not None else {}
+    recipe = Recipe(settings or world.settings, Options(approve=token, **opts), out=lines.append, ask=ask, **extra)
     try:
         recipe.run()
         code, error = 0, None
@@ -280,11 +281,15 @@ def test_sessions_still_connected_are_shown_then_ended_so_the_restore_is_not_blo
 
 
 def test_the_snapshot_puts_production_back(world):
-    first = run(world, skip_rehearsal="test")
+    from datetime import datetime, timezone
+
+    same_second = datetime.now(timezone.utc)
+    first = run(world, skip_rehearsal="test", now=lambda: same_second)
     assert first.code == 0 and state_of(world.prod) == world.backup_state
     snap = first.recipe.snapshot
     token = world.token(tag=snap.label, sha=snap.sha256)      # what the printed instructions ask the approver for
-    undo = run(world, token, tag=snap.label, file=str(snap.path), skip_rehearsal="pre-restore snapshot")
+    undo = run(world, token, tag=snap.label, file=str(snap.path), skip_rehearsal="pre-restore snapshot",
+               now=lambda: same_second)                       # both runs in one second: snapshots must not collide
     assert undo.code == 0, undo.output
     assert state_of(world.prod) == world.prod_state           # exactly as before the first restore
 
