@@ -137,12 +137,13 @@ def check_database(conninfo: str, expected: dict[str, int], schemas: tuple[str, 
                    recent: list[Any], *, counts: bool = True) -> CheckReport:
     """Compare row counts (tables the backup does not hold are ignored) and run the recent-data queries."""
     from . import pg, restorer
+    from .restoresql import split_table
 
     report = CheckReport()
     if counts:
         actual = pg.table_counts(conninfo, schemas)
         for name, rows in sorted(expected.items()):
-            if schemas is not None and restorer.split_table(name)[0] not in schemas:
+            if schemas is not None and split_table(name)[0] not in schemas:
                 continue
             report.tables[name] = (rows, actual.get(name))
             if actual.get(name) != rows:
@@ -167,7 +168,8 @@ class Rehearsal:
 def rehearse(settings: Any, path: Path, *, tag: str | None = None, sha256: str | None = None,
              url: str | None = None, schemas: Any = None, create_roles: bool = False) -> Rehearsal:
     """restore.test: restore into a scratch database made for it on the staging server (or `url`), check it, drop it
-    whatever happened, and record the outcome in the audit log (action restore.test, with the SHA-256)."""
+    whatever happened, and record the outcome in the audit log (action restore.test, with the SHA-256).
+    `schemas` as the --schemas flag gives it (None: the configured scope)."""
     from . import audit, download, guard, pg, restorer
     from .errors import OpsError
 
@@ -182,8 +184,8 @@ def rehearse(settings: Any, path: Path, *, tag: str | None = None, sha256: str |
     problems: list[str] = []
     pg.create_database(server.conninfo, name)
     try:
-        plan = restorer.plan_from_settings(settings, path, schemas=schemas, create_roles=create_roles,
-                                           sha256=sha256, tag=tag)
+        plan = restorer.plan_from_settings(settings, path, schemas=restorer.configured_scope(settings, schemas),
+                                           create_roles=create_roles, sha256=sha256, tag=tag)
         result = restorer.restore_stream(scratch, plan)
         problems += result.problems
         if result.committed:
@@ -255,7 +257,7 @@ def check(c, url=None, backup=None, schemas=None, json=False):
     report = dumps.inspect(path)
     if not report.ok:
         raise VerificationFailed(f"{path.name} does not verify: {report.problems[0]}", hint=report.problems[0].hint)
-    scope = restorer.normalise_schemas(schemas, settings.get("restore.schemas") or ("public",))
+    scope = restorer.configured_scope(settings, schemas)
     result = check_database(target.conninfo, report.tables, scope, settings.get("verify.recent") or [])
     print(_json.dumps(result.to_dict(), indent=2, default=str) if json else
           f"{target.redacted} against {path.name}\n{result.render()}")
@@ -278,8 +280,8 @@ def staging(c, tag=None, file=None, yes=False, dry_run=False, schemas=None, crea
     restorer.find_psql(str(settings.get("restore.psql") or "psql"))   # before anything is downloaded
     target = guard.require(settings, url, action="restore.staging")     # exit 3 on production, nothing touched
     backup = resolve_backup(settings, tag, file, dest)
-    plan = restorer.plan_from_settings(settings, backup.path, schemas=schemas, create_roles=create_roles,
-                                       sha256=backup.sha256, tag=backup.tag)
+    plan = restorer.plan_from_settings(settings, backup.path, schemas=restorer.configured_scope(settings, schemas),
+                                       create_roles=create_roles, sha256=backup.sha256, tag=backup.tag)
     if dry_run:
         result = restorer.restore_stream(target, plan, dry_run=True)
         print(render_plan(target, backup, result))

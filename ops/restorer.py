@@ -22,10 +22,7 @@ names the sessions that block the restore when it gives up on a lock. ANALYZE ru
 from __future__ import annotations
 
 import os
-import re
 import secrets
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -33,19 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import dumpcheck, dumps, pg
+from . import dumps, pg
+from .localpsql import MIN_PSQL, LocalPsql
+from .restoresql import (BUSY_MESSAGE, COUNT_MESSAGE, LOCK_TIMEOUT_MESSAGE, PreambleEditor,
+                         count_check_sql, describe_session, ends_with_footer, normalise_schemas, parse_duration_ms,
+                         parse_identifier, prologue, psql_errors, quote_ident)
 from .errors import ConfigError, OpsError, ServiceError, VerificationFailed
 from .redact import redact_text
-from .remote_psql import BEGIN, COMMIT, PsqlResult
+from .remote_psql import PsqlResult
 
-MIN_PSQL = (13, 0)
-ADVISORY_KEY = 1869640562           # "opsr": first half of the advisory lock key; the second is the database name's hash
-LOCK_TIMEOUT_MESSAGE = "canceling statement due to lock timeout"
-BUSY_MESSAGE = "lottery-ops: another restore of this database is running"
-COUNT_MESSAGE = "lottery-ops: row count mismatch"
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h|d)?\s*")
-_UNITS_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1}
-STDERR_LIMIT = 1 << 16
 
 
 # -- records -----------------------------------------------------------------------------------------------------------
@@ -162,141 +155,7 @@ class Runner(Protocol):
     def run(self, chunks: Iterable[bytes]) -> PsqlResult: ...
 
 
-# -- pure: durations, SQL the engine sends, reading psql's errors -----------------------------------------------------
-def parse_duration_ms(text: str) -> int:
-    """PostgreSQL-style duration -> milliseconds: "30s" -> 30000, "500ms", "2min", "1h", "0" (no limit)."""
-    m = _DURATION.fullmatch(str(text))
-    if not m:
-        raise ConfigError(f"ops.restore.lock_timeout {text!r} is not a duration",
-                          hint="write it as PostgreSQL does: 500ms, 30s, 2min")
-    return int(float(m[1]) * _UNITS_MS[m[2]])
-
-
-def prologue(lock_timeout_ms: int) -> bytes:
-    """What runs right after BEGIN: the lock timeout and the advisory lock (both end with the transaction)."""
-    lines = [f"SET lock_timeout = {lock_timeout_ms};",
-             "DO $ops_lock$ BEGIN IF NOT pg_catalog.pg_try_advisory_xact_lock("
-             f"{ADVISORY_KEY}, pg_catalog.hashtext(pg_catalog.current_database())) THEN "
-             f"RAISE EXCEPTION '{BUSY_MESSAGE}'; END IF; END $ops_lock$;"]
-    return ("\n".join(lines) + "\n").encode()
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def split_table(key: str) -> tuple[str, str]:
-    """"public.User" -> ("public", "User") (pg_dump's TOC names: the schema holds no dot in practice)."""
-    schema, _, name = key.partition(".")
-    return (schema, name) if name else ("public", schema)
-
-
-def count_check_sql(tables: Mapping[str, int]) -> bytes:
-    """A DO block that raises unless every table holds exactly the rows the backup sent (runs before COMMIT)."""
-    if not tables:
-        return b""
-    values = ",\n".join(f"({quote_literal(s)}, {quote_literal(t)}, {int(n)})"
-                        for s, t, n in ((*split_table(k), v) for k, v in sorted(tables.items())))
-    tag = "$ops_check_" + secrets.token_hex(4) + "$"
-    return (f"DO {tag} DECLARE r record; found bigint; BEGIN\n"
-            f"FOR r IN SELECT * FROM (VALUES\n{values}\n) AS v(s, t, n) LOOP\n"
-            "EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %I.%I', r.s, r.t) INTO found;\n"
-            f"IF found <> r.n THEN RAISE EXCEPTION '{COUNT_MESSAGE}: %.% holds % rows, the backup has %', "
-            "r.s, r.t, found, r.n; END IF;\nEND LOOP; END {tag};\n".replace("{tag}", tag)).encode()
-
-
-_DROP_CONSTRAINT = re.compile(rb"ALTER TABLE IF EXISTS ONLY (?P<table>.+) DROP CONSTRAINT IF EXISTS (?P<name>.+);\n")
-
-
-class PreambleEditor:
-    """Edits the dump's preamble (up to its first TOC entry: the SET lines and the --clean DROP block), where
-    pg_dump writes one statement per line; later bytes pass through untouched. Works on chunks of any size.
-
-    - `SET lock_timeout = 0;` becomes our lock timeout (else the dump would wait for locks forever);
-    - `ALTER TABLE IF EXISTS ONLY part DROP CONSTRAINT IF EXISTS c;` is left out when `c` is, in the target, a
-      partition's constraint inherited from its partitioned parent: PostgreSQL refuses to drop it ("cannot drop
-      inherited constraint"), and the dump's DROP TABLE of the partition removes it anyway. pg_dump --clean writes
-      such lines for every partitioned table with a primary key, so without this a backup could be restored only
-      into an empty database.
-    """
-
-    _TOC = re.compile(rb"^-- (?:Data for )?Name: ", re.M)
-
-    def __init__(self, lock_timeout_ms: int, inherited: frozenset[tuple[str, str, str]] = frozenset()):
-        self.old = b"SET lock_timeout = 0;\n"
-        self.new = f"SET lock_timeout = {lock_timeout_ms};\n".encode()
-        self.inherited = inherited
-        self.active = True
-        self.tail = b""
-        self.rewritten = False
-        self.skipped: list[str] = []
-
-    def feed(self, chunk: bytes) -> bytes:
-        if not self.active:
-            return chunk
-        data = self.tail + chunk
-        m = self._TOC.search(data)
-        if m is not None:
-            head, rest = data[:m.start()], data[m.start():]
-            self.active, self.tail = False, b""
-            return self._rewrite(head) + rest
-        cut = data.rfind(b"\n") + 1             # hold back a partial last line
-        self.tail = data[cut:]
-        return self._rewrite(data[:cut])
-
-    def flush(self) -> bytes:
-        out, self.tail = self._rewrite(self.tail), b""
-        return out
-
-    def _rewrite(self, text: bytes) -> bytes:
-        out = []
-        for line in text.splitlines(keepends=True):
-            if line == self.old and not self.rewritten:
-                self.rewritten = True
-                line = self.new
-            elif self.inherited and line.startswith(b"ALTER TABLE IF EXISTS ONLY "):
-                m = _DROP_CONSTRAINT.fullmatch(line)
-                if m is not None:
-                    table = dumpcheck.table_key(m["table"])
-                    schema, name = split_table(table)
-                    constraint = dumpcheck.unquote(m["name"].strip())
-                    if (schema, name, constraint) in self.inherited:
-                        self.skipped.append(f"{table}.{constraint}")
-                        continue
-            out.append(line)
-        return b"".join(out)
-
-
-def psql_errors(stderr: str, limit: int = 8) -> list[str]:
-    """The ERROR/FATAL lines psql printed (with their psql:<stdin>:N: prefix removed), first ones first."""
-    found = []
-    for line in stderr.splitlines():
-        text = re.sub(r"^psql:[^:]*:\d+: ", "", line.strip())
-        if text.startswith(("ERROR:", "FATAL:", "error:", "psql: error:")):
-            found.append(text)
-        if len(found) >= limit:
-            break
-    return found
-
-
-def describe_session(row: Mapping[str, Any]) -> str:
-    """One blocking session as a line an operator can act on."""
-    who = f"user {row.get('usename') or '?'}"
-    if row.get("application_name"):
-        who += f", application {row['application_name']!r}"
-    if row.get("client_addr"):
-        who += f", from {row['client_addr']}"
-    state = row.get("state") or "?"
-    age = row.get("xact_age")
-    held = f", transaction open {int(age)} s" if age is not None else ""
-    query = " ".join(str(row.get("query") or "").split())[:100]
-    return f"pid {row['pid']} ({who}; {state}{held}): {query}" if query else f"pid {row['pid']} ({who}; {state}{held})"
-
-
+# -- pure: reading results ----------------------------------------------------------------------------------------------
 def missing_on_target(requires: Mapping[str, Any], caps: Capabilities) -> list[str]:
     """Pure: what the backup needs that the target lacks (extensions, policy roles, superuser for event triggers
     and publications)."""
@@ -419,16 +278,6 @@ def dumps_plan(plan: RestorePlan, caps: Capabilities) -> dumps.Plan:
                       server_version=caps.server, single_transaction=True)
 
 
-def ends_with_footer(tail: bytes) -> bool:
-    """Pure: whether the last bytes of a dump are pg_dump's footer (optionally followed by `\\unrestrict KEY`)."""
-    lines = tail.rstrip(b"\n").split(b"\n")
-    if lines and lines[-1].startswith(b"\\unrestrict "):
-        lines = lines[:-1]
-        while lines and not lines[-1]:
-            lines.pop()
-    return lines[-3:] == [b"--", dumps.FOOTER.rstrip(b"\n"), b"--"]
-
-
 def precheck(path: Path, progress: Callable[[int], None] | None = None, sink: Any = None) -> int:
     """Before anything touches the database: the whole gzip stream decompresses (CRC and length), and the dump ends
     with pg_dump's footer. Fast (ISA-L, no parsing); the full screening happens while streaming. Returns the size;
@@ -526,33 +375,6 @@ def _row(r: Any) -> dict[str, Any]:
     return dict(zip(keys, r))
 
 
-def parse_identifier(text: str) -> tuple[str, ...]:
-    """Pure: an SQL name as written in config -> its parts: `public."User"` -> ("public", "User"); `users` ->
-    ("users",) (unquoted names fold to lower case, as PostgreSQL does)."""
-    parts, rest = [], str(text).strip()
-    while rest:
-        if rest.startswith('"'):
-            m = re.match(r'"((?:[^"]|"")+)"', rest)
-            if not m:
-                raise ConfigError(f"cannot read the name {text!r}", hint='quote mixed-case names: \'"User"\'')
-            parts.append(m[1].replace('""', '"'))
-        else:
-            m = re.match(r"[A-Za-z_][A-Za-z0-9_$]*", rest)
-            if not m:
-                raise ConfigError(f"cannot read the name {text!r}", hint='write names as public."User" or users')
-            parts.append(m[0].lower())
-        rest = rest[m.end():].strip()
-        if rest.startswith("."):
-            rest = rest[1:].strip()
-            if not rest:
-                raise ConfigError(f"cannot read the name {text!r}")
-        elif rest:
-            raise ConfigError(f"cannot read the name {text!r}", hint='write names as public."User" or users')
-    if not parts or len(parts) > 2:
-        raise ConfigError(f"cannot read the name {text!r}", hint='write names as public."User" or users')
-    return tuple(parts)
-
-
 def recent_data(conninfo: str, queries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The runbook's recent-data queries (`ops.verify.recent`: {table, column}): each passes when the table exists
     and has rows, and shows the newest value of the column. Read-only."""
@@ -581,8 +403,9 @@ def recent_data(conninfo: str, queries: Iterable[Mapping[str, Any]]) -> list[dic
                 continue
             name = sql.SQL(found[0])   # regclass text: quoted as needed by the server itself
             try:
-                rows, newest = conn.execute(sql.SQL("SELECT count(*), max({})::text FROM {}").format(
+                got = conn.execute(sql.SQL("SELECT count(*), max({})::text FROM {}").format(
                     sql.Identifier(col), name)).fetchone()
+                rows, newest = got if got is not None else (0, None)
             except Exception as exc:  # psycopg.Error: no such column, no permission  # noqa: BLE001
                 entry["error"] = str(exc).strip().splitlines()[0][:200]
                 out.append(entry)
@@ -604,146 +427,44 @@ def lock_holders(conninfo: str, schemas: tuple[str, ...] | None) -> list[str]:
     return [describe_session(_row(r)) for r in rows]
 
 
-def analyze(conninfo: str, schemas: tuple[str, ...] | None) -> int:
-    """ANALYZE what the restore replaced (dumps carry no planner statistics); returns the number of tables."""
+ANALYZE_SQL = """
+SELECT n.nspname, c.relname,
+       CASE c.relkind WHEN 'p' THEN (SELECT coalesce(sum(pg_relation_size(relid)), 0) FROM pg_partition_tree(c.oid))
+                      ELSE pg_relation_size(c.oid) END
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname !~ '^pg_(toast|temp_)' AND (%(schemas)s::text[] IS NULL OR n.nspname = ANY(%(schemas)s))
+ORDER BY 3 DESC, 1, 2
+"""
+
+
+def analyze(conninfo: str, schemas: tuple[str, ...] | None, workers: int = 2) -> int:
+    """ANALYZE every table, partitioned parent and materialized view in scope (dumps carry no planner statistics;
+    autovacuum never analyzes partitioned parents). Spread over `workers` connections, biggest first. Returns the
+    number of relations analyzed."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from psycopg import sql
 
     with pg.connect(conninfo, autocommit=True) as conn:
-        if schemas is None:
-            conn.execute("ANALYZE")
-            row = conn.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                               "WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN "
-                               "('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'").fetchone()
-            return int(row[0]) if row else 0
-        rows = conn.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                            "WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname = ANY(%s) ORDER BY 1, 2",
-                            (list(schemas),)).fetchall()
-        if rows:
-            conn.execute(sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(sql.Identifier(s, t) for s, t in rows)))
-        return len(rows)
+        rows = conn.execute(ANALYZE_SQL, {"schemas": list(schemas) if schemas is not None else None}).fetchall()
+    queues: list[list[tuple[str, str]]] = [[] for _ in range(max(1, min(workers, len(rows))))]
+    loads = [0] * len(queues)
+    for schema, name, size in rows:                      # longest first, each to the least loaded connection
+        i = loads.index(min(loads))
+        queues[i].append((schema, name))
+        loads[i] += int(size or 0) + 1
+
+    def run(queue: list[tuple[str, str]]) -> None:
+        with pg.connect(conninfo, autocommit=True) as c:
+            c.execute(sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(sql.Identifier(s, t) for s, t in queue)))
+
+    with ThreadPoolExecutor(len(queues)) as pool:
+        list(pool.map(run, [q for q in queues if q]))
+    return len(rows)
 
 
 # -- effects: local psql ------------------------------------------------------------------------------------------------
-class LocalPsql:
-    """psql on this machine, fed from an iterator of bytes; the same contract as `ops.remote_psql.RemotePsql`:
-    BEGIN first, COMMIT only after the iterator ended normally, psql killed (so the server rolls back) when the
-    iterator raises or `abort()` is called. One `run()` per instance."""
-
-    def __init__(self, env: Mapping[str, str], *, psql: str = "psql", args: Iterable[str] = (),
-                 atomic: bool = True, on_error_stop: bool = True):
-        if any(a in ("-1", "--single-transaction") for a in args):
-            raise ConfigError("--single-transaction would COMMIT a truncated stream",
-                              hint="leave it out: the restore sends BEGIN/COMMIT itself")
-        self.argv = pg.psql_argv(psql, on_error_stop=on_error_stop, extra=args)
-        self.env = dict(env)
-        self.atomic = atomic
-        self._abort = threading.Event()
-        self._reason = ""
-        self._proc: subprocess.Popen[bytes] | None = None
-        self.commit_sent = False
-
-    def abort(self, reason: str = "aborted") -> None:
-        if not self._abort.is_set():
-            self._reason = reason
-            self._abort.set()
-        self._kill()
-
-    def _kill(self) -> None:
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            try:
-                proc.send_signal(signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-    def run(self, chunks: Iterable[bytes]) -> PsqlResult:
-        try:
-            # a session of its own: the terminal's Ctrl-C reaches us, and we decide (kill, never a clean EOF)
-            proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    env=self.env, start_new_session=True, bufsize=1 << 20)
-        except OSError as exc:
-            raise ConfigError(f"cannot start {self.argv[0]}: {exc}", hint=pg.install_hint("psql", MIN_PSQL)) from None
-        self._proc = proc
-        out, err = _Tail(), _Tail()
-        readers = [threading.Thread(target=out.drain, args=(proc.stdout,), daemon=True),
-                   threading.Thread(target=err.drain, args=(proc.stderr,), daemon=True)]
-        for t in readers:
-            t.start()
-        assert proc.stdin is not None
-        sent, interrupt = 0, None
-        try:
-            if self.atomic:
-                proc.stdin.write(BEGIN)
-            for chunk in chunks:
-                if self._abort.is_set():
-                    break
-                proc.stdin.write(chunk)
-                sent += len(chunk)
-        except BrokenPipeError:
-            pass                                        # psql stopped reading: its own error (ON_ERROR_STOP)
-        except BaseException as exc:                    # the stream failed (refused dump, gzip error, Ctrl-C)
-            if not self._abort.is_set():
-                self._reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                self._abort.set()
-            if isinstance(exc, KeyboardInterrupt):
-                interrupt = exc
-        committed_sent = self.commit_sent = False
-        if self._abort.is_set():
-            self._kill()
-        elif proc.poll() is None:
-            try:
-                if self.atomic:
-                    proc.stdin.write(COMMIT)
-                    committed_sent = self.commit_sent = True
-                proc.stdin.close()                      # EOF after COMMIT: psql ends
-            except BrokenPipeError:
-                pass
-        try:
-            exited = proc.wait()
-        except KeyboardInterrupt as exc:
-            self.abort("interrupted")
-            exited, interrupt = proc.wait(), exc
-        for t in readers:
-            t.join(10)
-        try:
-            proc.stdin.close()
-        except OSError:
-            pass
-        if interrupt is not None:
-            raise interrupt
-        aborted = self._abort.is_set()
-        code = None if exited < 0 else exited
-        return PsqlResult(exited=code, stdout=out.text(), stderr=err.text(), bytes_sent=sent,
-                          committed=committed_sent and code == 0 and not aborted, aborted=aborted,
-                          reason=self._reason if aborted else "")
-
-
-class _Tail:
-    """Keeps the first and the last STDERR_LIMIT bytes of a stream (constant memory however much psql prints)."""
-
-    def __init__(self) -> None:
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.dropped = 0
-
-    def drain(self, stream: Any) -> None:
-        for data in iter(lambda: stream.read1(65536), b""):
-            room = STDERR_LIMIT - len(self.head)
-            if room > 0:
-                self.head += data[:room]
-                data = data[room:]
-            if data:
-                self.tail += data
-                if len(self.tail) > STDERR_LIMIT:
-                    self.dropped += len(self.tail) - STDERR_LIMIT
-                    del self.tail[:len(self.tail) - STDERR_LIMIT]
-
-    def text(self) -> str:
-        middle = f"\n[... {self.dropped} bytes left out ...]\n".encode() if self.dropped else b""
-        return (bytes(self.head) + middle + bytes(self.tail)).decode("utf-8", "replace")
-
-
-# -- the engine ---------------------------------------------------------------------------------------------------------
 def psql_env(target: Any, app: str, server_version: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for psql: the caller's without PG* variables, the target's PG* (password included, never on
     a command line), our application_name, and a server-side check that ends the session if psql dies (14+)."""
@@ -813,9 +534,10 @@ def restore_stream(target: Any, plan: RestorePlan, *, dry_run: bool = False,
         try:
             n = analyze(target.conninfo, plan.schemas)
             result.steps.append(Step("analyze", time.monotonic() - t2, "ok", f"{n} tables"))
-        except OpsError as exc:  # the data is committed; missing statistics are a warning, not a failed restore
-            result.steps.append(Step("analyze", time.monotonic() - t2, "failed", exc.message))
-            result.warnings.append(f"ANALYZE failed ({exc.message}): run it by hand")
+        except Exception as exc:  # the data is committed; missing statistics are a warning, not a failed restore
+            why = getattr(exc, "message", None) or str(exc).strip().splitlines()[0]
+            result.steps.append(Step("analyze", time.monotonic() - t2, "failed", why))
+            result.warnings.append(f"ANALYZE failed ({why}): run it by hand")
     return result
 
 
@@ -943,36 +665,35 @@ class RestoreFailed(VerificationFailed):
         self.result, self.committed = result, committed
 
 
-def normalise_schemas(schemas: Any, default: Iterable[str] = ("public",)) -> tuple[str, ...] | None:
-    """Pure: "a,b" / ["a", "b"] -> ("a", "b"); "all" / ["all"] -> None (everything); None -> `default`."""
-    if schemas is None:
-        schemas = list(default)
-    if isinstance(schemas, str):
-        schemas = [s for s in (x.strip() for x in schemas.split(",")) if s]
-    items = [str(s) for s in schemas]
-    if not items:
-        raise ConfigError("no schema given", hint="--schemas public (default), --schemas a,b or --schemas all")
-    if "all" in items:
-        return None
-    return tuple(dict.fromkeys(items))
+CONFIGURED = "configured"   # schemas=CONFIGURED: the scope in ops.restore.schemas (default: public)
 
 
-def plan_from_settings(settings: Any, backup: Path, *, schemas: Any = None, create_roles: bool = False,
+def configured_scope(settings: Any, schemas: Any = CONFIGURED) -> tuple[str, ...] | None:
+    """The restore's scope: `schemas` as given (None or "all": everything), or, for None from a command-line flag
+    (`flag=None` means "not given") or CONFIGURED, the configured `ops.restore.schemas`."""
+    if schemas is None or schemas == CONFIGURED:
+        schemas = settings.get("restore.schemas") or ["public"]
+    return normalise_schemas(schemas)
+
+
+def plan_from_settings(settings: Any, backup: Path, *, schemas: Any = CONFIGURED, create_roles: bool = False,
                        production: bool = False, sha256: str | None = None, tag: str | None = None) -> RestorePlan:
-    """A RestorePlan with the configured scope (`ops.restore.schemas`), lock timeout and psql."""
-    return RestorePlan(backup=Path(backup), schemas=normalise_schemas(schemas, settings.get("restore.schemas")
-                                                                       or ("public",)),
-                       create_roles=create_roles, lock_timeout=str(settings.get("restore.lock_timeout") or "30s"),
-                       strict=production, psql=str(settings.get("restore.psql") or "psql"), sha256=sha256, tag=tag)
+    """A RestorePlan with the configured lock timeout and psql. `schemas`: a scope (None = everything), or
+    CONFIGURED for `ops.restore.schemas`."""
+    scope = configured_scope(settings) if schemas == CONFIGURED else normalise_schemas(schemas)
+    return RestorePlan(backup=Path(backup), schemas=scope, create_roles=create_roles,
+                       lock_timeout=str(settings.get("restore.lock_timeout") or "30s"), strict=production,
+                       psql=str(settings.get("restore.psql") or "psql"), sha256=sha256, tag=tag)
 
 
-def restore(settings: Any, target: Any, backup: Path, *, schemas: Any = None, dry_run: bool = False,
+def restore(settings: Any, target: Any, backup: Path, *, schemas: Any = CONFIGURED, dry_run: bool = False,
             production: bool = False, create_roles: bool = False, progress: Callable[[int], None] | None = None,
             runner: Runner | None = None, sha256: str | None = None, tag: str | None = None) -> RestoreResult:
     """Restore `backup` into `target` (already passed by the guard) and raise RestoreFailed unless it committed.
 
-    `production=True`: nothing in scope may be left out (refused, never a partial restore). `dry_run=True`: every
-    check and the filter run, nothing is sent. Returns the RestoreResult (its `.summary` is one line)."""
+    `schemas`: the scope: a list or "a,b", None or "all" for everything, CONFIGURED (default) for
+    `ops.restore.schemas`. `production=True`: nothing in scope may be left out (refused, never a partial restore).
+    `dry_run=True`: every check and the filter run, nothing is sent. Returns the RestoreResult (`.summary`: one line)."""
     plan = plan_from_settings(settings, backup, schemas=schemas, create_roles=create_roles, production=production,
                               sha256=sha256, tag=tag)
     result = restore_stream(target, plan, dry_run=dry_run, progress=progress, runner=runner)

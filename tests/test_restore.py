@@ -22,7 +22,7 @@ from invoke import Config, Context, Exit
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from ops import dumps, guard, pg, restore, restorer, sandbox
+from ops import dumps, guard, pg, restore, restorer, restoresql, sandbox
 from ops.config import Settings
 from ops.errors import ConfigError, VerificationFailed
 
@@ -410,7 +410,7 @@ def test_two_restores_of_one_database_cannot_overlap(lottery, restored_staging, 
     settings = settings_for(tmp_path)
     dbname = conninfo_to_dict(restored_staging)["dbname"]
     with psycopg.connect(restored_staging, autocommit=True) as other:   # what a running restore holds
-        other.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (restorer.ADVISORY_KEY, dbname))
+        other.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (restoresql.ADVISORY_KEY, dbname))
         with pytest.raises(restorer.RestoreFailed, match="another restore"):
             restorer.restore(settings, target(settings, restored_staging), lottery.path)
     assert state(restored_staging) == before
@@ -622,26 +622,26 @@ def restorer_sha(path: Path) -> str:
 @pytest.mark.parametrize("text, ms", [("30s", 30000), ("500ms", 500), ("2min", 120000), ("1h", 3600000), ("0", 0),
                                       (" 1.5s ", 1500)])
 def test_parse_duration(text, ms):
-    assert restorer.parse_duration_ms(text) == ms
+    assert restoresql.parse_duration_ms(text) == ms
 
 
 @pytest.mark.parametrize("bad", ["30 seconds", "1;DROP", "", "-1s"])
 def test_parse_duration_refuses_anything_else(bad):
     with pytest.raises(ConfigError):
-        restorer.parse_duration_ms(bad)
+        restoresql.parse_duration_ms(bad)
 
 
 def test_count_check_quotes_every_name():
-    text = restorer.count_check_sql({"public.User": 3, f"public.{WEIRD}": 1, "my schema.t": 0}).decode()
+    text = restoresql.count_check_sql({"public.User": 3, f"public.{WEIRD}": 1, "my schema.t": 0}).decode()
     assert "('public', 'we\"ird''Name', 1)" in text and "('my schema', 't', 0)" in text
-    assert restorer.count_check_sql({}) == b""
+    assert restoresql.count_check_sql({}) == b""
 
 
 @pytest.mark.parametrize("size", [1, 7, 64, 1 << 20])
 def test_preamble_editor_rewrites_lock_timeout_only_before_the_first_entry(size):
     text = (ds.header() + ds.PRELUDE + ds.entry("t", "TABLE", "CREATE TABLE public.t (a text);")
             + ds.data("t", "a", ["SET lock_timeout = 0;"]) + ds.footer()).encode()
-    editor = restorer.PreambleEditor(1500)
+    editor = restoresql.PreambleEditor(1500)
     out = b"".join(editor.feed(text[i:i + size]) for i in range(0, len(text), size)) + editor.flush()
     assert out.count(b"SET lock_timeout = 1500;\n") == 1
     assert out.replace(b"SET lock_timeout = 1500;\n", b"SET lock_timeout = 0;\n", 1) == text
@@ -655,31 +655,39 @@ def test_preamble_editor_rewrites_lock_timeout_only_before_the_first_entry(size)
     (b"", False),
 ])
 def test_ends_with_footer(tail, ok):
-    assert restorer.ends_with_footer(tail) is ok
+    assert restoresql.ends_with_footer(tail) is ok
 
 
-@pytest.mark.parametrize("given, expected", [(None, ("public",)), ("a,b", ("a", "b")), ("all", None),
+@pytest.mark.parametrize("given, expected", [(None, None), ("a,b", ("a", "b")), ("all", None), (["all"], None),
                                              (["auth", "public"], ("auth", "public")), ("a, a", ("a",))])
 def test_normalise_schemas(given, expected):
-    assert restorer.normalise_schemas(given) == expected
+    assert restoresql.normalise_schemas(given) == expected
+
+
+@pytest.mark.parametrize("flag, configured, expected", [
+    (None, None, ("public",)), (None, ["app", "public"], ("app", "public")), ("all", ["app"], None),
+    ("x", ["app"], ("x",)), (restorer.CONFIGURED, ["app"], ("app",))])
+def test_scope_from_flag_and_config(flag, configured, expected):
+    settings = Settings.from_dict(ops={"restore": {"schemas": configured}} if configured else {})
+    assert restorer.configured_scope(settings, flag) == expected
 
 
 @pytest.mark.parametrize("text, parts", [('"User"', ("User",)), ('public."User"', ("public", "User")),
                                          ("Users", ("users",)), ('"a""b"', ('a"b',)), (' s . "T" ', ("s", "T"))])
 def test_parse_identifier(text, parts):
-    assert restorer.parse_identifier(text) == parts
+    assert restoresql.parse_identifier(text) == parts
 
 
 @pytest.mark.parametrize("bad", ['"User', "a.b.c", "1abc", "x; drop", ""])
 def test_parse_identifier_refuses(bad):
     with pytest.raises(ConfigError):
-        restorer.parse_identifier(bad)
+        restoresql.parse_identifier(bad)
 
 
 def test_psql_errors_keeps_error_lines():
     stderr = ("psql:<stdin>:12: ERROR:  relation \"x\" does not exist\nLINE 1: ...\nNOTICE: skipping\n"
               "psql:<stdin>:30: error: invalid command \\restrict\n")
-    assert restorer.psql_errors(stderr) == ['ERROR:  relation "x" does not exist', "error: invalid command \\restrict"]
+    assert restoresql.psql_errors(stderr) == ['ERROR:  relation "x" does not exist', "error: invalid command \\restrict"]
 
 
 def test_missing_on_target_lists_what_the_backup_needs():
