@@ -228,7 +228,7 @@ def session_line(s: Mapping[str, Any]) -> str:
     return f"pid {s.get('pid')} {s.get('usename') or '?'} from {s.get('client') or 'local'} ({app}), {s.get('state')}"
 
 
-# -- the end: state of production, verdict, exit status ------------------------------------------------------------------
+# -- the end: state of production, verdict, exit status ----------------------------------------------------------------
 class RestoreState(str, Enum):
     NOT_STARTED = "not-started"   # nothing was written to production
     ROLLED_BACK = "rolled-back"   # the transaction was rolled back: production is exactly as before

@@ -268,7 +268,7 @@ class Recipe:
         self.approval = check.approval
         return Done(f"approval {check.approval.nonce} used (single use, recorded in the audit log)")
 
-    # -- 0b: preflight ---------------------------------------------------------------------------------------------------
+    # -- 0b: preflight -------------------------------------------------------------------------------------------------
     def _preflight(self) -> Done:
         from . import maintenance, pg
         from .clients.render import Render
@@ -371,7 +371,7 @@ class Recipe:
         configured = self.opts.dest or self.settings.get("restore.backup_dir")
         return Path(configured).expanduser() if configured else self.settings.state_dir / "backups"
 
-    # -- 1b: rehearsal ---------------------------------------------------------------------------------------------------
+    # -- 1b: rehearsal -------------------------------------------------------------------------------------------------
     def _rehearsal(self) -> Done:
         from . import audit
 
@@ -400,7 +400,7 @@ class Recipe:
                                           "backup (--skip-rehearsal REASON skips it, on the record)")
         return f"rehearsed now on staging: passed ({result.summary})"
 
-    # -- 2: snapshot ------------------------------------------------------------------------------------------------------
+    # -- 2: snapshot ---------------------------------------------------------------------------------------------------
     def _snapshot_dir(self) -> Path:
         configured = _cfg(self.settings, "snapshot_dir", "")
         return Path(configured).expanduser() if configured else self.settings.state_dir / "snapshots"
@@ -481,7 +481,7 @@ class Recipe:
                                                                    else " (not configured: skipped)"),
                 f"recent data: {len(recent)} queries"]
 
-    # -- 3..6: maintenance, sessions, restore, verify, leave ---------------------------------------------------------------
+    # -- 3..6: maintenance, sessions, restore, verify, leave -----------------------------------------------------------
     def _maintained_restore(self) -> None:
         from . import maintenance
 
@@ -563,7 +563,7 @@ class Recipe:
         recent = ", ".join(f"{r['table']} newest {r['newest']}" for r in report.recent) or "no recent-data queries"
         return f"{len(report.tables)} tables hold the backup's row counts; {recent}"
 
-    # -- 6 and 7: health and post-restore checks ---------------------------------------------------------------------------
+    # -- 6 and 7: health and post-restore checks -----------------------------------------------------------------------
     def _health(self, quick: bool = False) -> None:
         timeout = float(_cfg(self.settings, "health_timeout", DEFAULT_HEALTH_TIMEOUT))
         interval = float(_cfg(self.settings, "health_interval", DEFAULT_HEALTH_INTERVAL))
@@ -605,7 +605,7 @@ class Recipe:
         return Check("Sentry: new issues", False, f"{len(new)} first seen since the restore: "
                      + "; ".join(f"{i.short_id} {i.title}" for i in new[:5]))
 
-    # -- notify ------------------------------------------------------------------------------------------------------------
+    # -- notify --------------------------------------------------------------------------------------------------------
     def _github(self) -> Any:
         from .clients.github import GitHub
 
@@ -640,12 +640,13 @@ class Recipe:
         except OpsError as exc:
             self.out(f"notify: could not comment on or close issue #{self.issue}: {exc.message}")
 
-    # -- the end ----------------------------------------------------------------------------------------------------------
+    # -- the end -------------------------------------------------------------------------------------------------------
     def state_text(self) -> str:
         snap = self.snapshot
         return ep.state_message(self.state, tag=self.tag, dbname=self.target.dbname if self.target else "production",
                                 failed_step=self.failed_step, snapshot=str(snap.path) if snap else None,
-                                snapshot_sha=snap.sha256 if snap else None, snapshot_label_=snap.label if snap else None)
+                                snapshot_sha=snap.sha256 if snap else None,
+                                snapshot_label_=snap.label if snap else None)
 
     def _finish(self, v: Verdict, error: BaseException | None) -> None:
         from . import audit, incident_record
@@ -702,7 +703,7 @@ def _iso(unix_seconds: int) -> str:
     return datetime.fromtimestamp(unix_seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-# -- effects: the sessions connected to production (PostgreSQL) ---------------------------------------------------------------------------
+# -- effects: the sessions connected to production (PostgreSQL) --------------------------------------------------------
 SESSIONS = """
 SELECT pid, usename, application_name, coalesce(host(client_addr), 'local') AS client, state
   FROM pg_stat_activity
@@ -744,8 +745,8 @@ def end_sessions(conninfo: str, *, dry_run: bool) -> list[dict[str, Any]]:
     return out
 
 
-# -- tasks -------------------------------------------------------------------------------------------------------------------
-@task(help={
+# -- tasks -------------------------------------------------------------------------------------------------------------
+@task(auto_shortflags=False, help={
     "approve": "The approval token an approver made with `inv emergency.approve --tag TAG` (required)",
     "tag": "Backup release tag to restore (default: the one the approval names)",
     "file": "Restore a local .sql.gz instead of downloading (e.g. the snapshot of an earlier run)",

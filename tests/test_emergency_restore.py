@@ -294,7 +294,7 @@ def test_the_snapshot_puts_production_back(world):
     assert state_of(world.prod) == world.prod_state           # exactly as before the first restore
 
 
-# -- dry run ------------------------------------------------------------------------------------------------------------
+# -- dry run -----------------------------------------------------------------------------------------------------------
 def test_dry_run_checks_everything_changes_nothing_and_keeps_the_approval(world):
     token = world.token()
     ran = run(world, token, dry_run=True, confirm=None)
@@ -308,7 +308,7 @@ def test_dry_run_checks_everything_changes_nothing_and_keeps_the_approval(world)
     assert run(world, token, skip_rehearsal="test").code == 0          # the same approval still works
 
 
-# -- refusals: exit 3, nothing touched ------------------------------------------------------------------------------------
+# -- refusals: exit 3, nothing touched ---------------------------------------------------------------------------------
 def _other_key(world):
     return Ed25519PrivateKey.generate()
 
@@ -363,7 +363,7 @@ def test_self_approval_is_refused(world):
     assert ran.code == 3 and "self-approved" in ran.output and world.fake.calls("POST") == []
 
 
-# -- failures injected at each step: the app comes back, production is whole ------------------------------------------------
+# -- failures injected at each step: the app comes back, production is whole -------------------------------------------
 def test_download_failure_stops_before_anything(world):
     world.fake.fail(r"/releases/assets/", status=500, times=None)
     ran = run(world, skip_rehearsal="test")
@@ -515,7 +515,7 @@ def test_ctrl_c_in_the_middle_of_the_restore_leaves_production_whole_and_resumes
     assert after == before or recipe.state.value in ("committed", "unknown")
 
 
-# -- the CLI ----------------------------------------------------------------------------------------------------------------
+# -- the CLI -----------------------------------------------------------------------------------------------------------
 def inv(*args: str, env: dict[str, str], home: Path) -> subprocess.CompletedProcess:
     base = {"PATH": os.environ["PATH"], "HOME": str(home), "XDG_STATE_HOME": str(home / "state"), "LANG": "C.UTF-8"}
     return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env={**base, **env},

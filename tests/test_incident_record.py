@@ -18,7 +18,8 @@ def a_run():
               "approver": "alice"}
     return [
         entry("emergency.restore.other", "ok", run="another-run", nonce="other"),
-        entry("emergency.restore.approval", "ok", **common, title="0 approval", detail="approved by alice", seconds=0.1),
+        entry("emergency.restore.approval", "ok", **common, title="0 approval", detail="approved by alice",
+              seconds=0.1),
         entry("emergency.token_used", "consumed", nonce="n0nce", key_id="k1d", approver="alice", reason="disk | died"),
         entry("emergency.token_used", "consumed", nonce="someone-else", reason="not ours"),
         entry("emergency.restore.restore", "ok", time="2025-06-15T03:05:00.000+00:00", **common,
