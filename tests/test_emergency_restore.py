@@ -535,7 +535,7 @@ def test_cli_end_to_end_and_audit_verify(world):
     assert "incident record:" in done.stdout and "Result: restored, every check passed" in done.stdout
     assert state_of(world.prod) == world.backup_state
     assert_no_secret(world, done.stdout, done.stderr, refused.stdout, refused.stderr)
-    assert token not in done.stdout + done.stderr
+    assert token not in done.stdout + done.stderr + world.settings.audit_log.read_text()
     ok = inv("-f", str(config), "emergency.audit", "--verify", env=env, home=world.tmp)
     assert ok.returncode == 0 and "hash chain intact" in ok.stdout
     record = Path(done.stdout.split("incident record: ")[1].split()[0])
@@ -547,6 +547,7 @@ def test_cli_end_to_end_and_audit_verify(world):
     shown = inv("-f", str(config), "emergency.audit", "--run", run_id, env=env, home=world.tmp)
     assert shown.returncode == 0 and '"emergency.restore.restore"' in shown.stdout
     assert_no_secret(world, written, shown.stdout)
+    assert token not in written
     log = world.settings.audit_log
     lines = log.read_text().splitlines()
     lines[2] = lines[2].replace('"outcome": "ok"', '"outcome": "OK!"', 1) if '"outcome": "ok"' in lines[2] else \
