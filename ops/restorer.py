@@ -465,15 +465,12 @@ def analyze(conninfo: str, schemas: tuple[str, ...] | None, workers: int = 2) ->
 
 
 # -- effects: local psql ------------------------------------------------------------------------------------------------
-def psql_env(target: Any, app: str, server_version: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
+def psql_env(target: Any, app: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for psql: the caller's without PG* variables, the target's PG* (password included, never on
-    a command line), our application_name, and a server-side check that ends the session if psql dies (14+)."""
+    a command line), and our application_name (how the watcher finds our session)."""
     env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("PG")}
     env.update(target.env)
     env["PGAPPNAME"] = app
-    if server_version >= 140000:
-        extra = "-c client_connection_check_interval=1000"
-        env["PGOPTIONS"] = f"{env['PGOPTIONS']} {extra}" if env.get("PGOPTIONS") else extra
     return env
 
 
@@ -510,8 +507,9 @@ def restore_stream(target: Any, plan: RestorePlan, *, dry_run: bool = False,
     reader = dumps.DumpReader(dplan)
     result.report = reader.report
     failure: list[BaseException] = []
-    stream = _stream(plan, reader, PreambleEditor(timeout_ms, caps.inherited), progress, failure)
-    runner = runner or LocalPsql(psql_env(target, app, caps.server_version), psql=caps.psql)
+    stream = _stream(plan, reader, PreambleEditor(timeout_ms, caps.inherited), progress, failure,
+                     check_client=caps.server_version >= 140000)
+    runner = runner or LocalPsql(psql_env(target, app), psql=caps.psql)
     watcher = Watcher(target.conninfo, app, max(0.05, min(1.0, timeout_ms / 4000))) if watch else None
     if watcher:
         watcher.start()
@@ -519,6 +517,7 @@ def restore_stream(target: Any, plan: RestorePlan, *, dry_run: bool = False,
     try:
         psql = runner.run(stream)
     finally:
+        stream.close()
         if watcher:
             watcher.stop()
     result.psql = psql
@@ -542,10 +541,11 @@ def restore_stream(target: Any, plan: RestorePlan, *, dry_run: bool = False,
 
 
 def _stream(plan: RestorePlan, reader: dumps.DumpReader, editor: PreambleEditor,
-            progress: Callable[[int], None] | None, failure: list[BaseException]) -> Iterator[bytes]:
+            progress: Callable[[int], None] | None, failure: list[BaseException], *,
+            check_client: bool = False) -> Iterator[bytes]:
     """prologue, the filtered dump, the count check; raises (so the runner kills psql) unless complete and clean."""
     try:
-        yield prologue(parse_duration_ms(plan.lock_timeout))
+        yield prologue(parse_duration_ms(plan.lock_timeout), check_client=check_client)
         with dumps.open_backup(plan.backup) as source:
             for piece in reader.filter(_counted(source, progress)):
                 out = editor.feed(piece)
@@ -567,6 +567,8 @@ def _stream(plan: RestorePlan, reader: dumps.DumpReader, editor: PreambleEditor,
                                          hint="a production restore leaves nothing in scope out: fix the target first")
         if plan.check_counts:
             yield count_check_sql(reader.report.restored_tables())
+    except GeneratorExit:          # closed by the runner after psql stopped on its own: not a stream failure
+        raise
     except BaseException as exc:
         failure.append(exc)
         raise

@@ -31,12 +31,15 @@ def parse_duration_ms(text: str) -> int:
     return int(float(m[1]) * _UNITS_MS[m[2]])
 
 
-def prologue(lock_timeout_ms: int) -> bytes:
-    """What runs right after BEGIN: the lock timeout and the advisory lock (both end with the transaction)."""
+def prologue(lock_timeout_ms: int, *, check_client: bool = False) -> bytes:
+    """What runs right after BEGIN: the lock timeout, the advisory lock (both end with the transaction), and on
+    PostgreSQL 14+ a check that ends the server session soon after psql dies (not left running a long statement)."""
     lines = [f"SET lock_timeout = {lock_timeout_ms};",
              "DO $ops_lock$ BEGIN IF NOT pg_catalog.pg_try_advisory_xact_lock("
              f"{ADVISORY_KEY}, pg_catalog.hashtext(pg_catalog.current_database())) THEN "
              f"RAISE EXCEPTION '{BUSY_MESSAGE}'; END IF; END $ops_lock$;"]
+    if check_client:
+        lines.insert(1, "SET client_connection_check_interval = 1000;")
     return ("\n".join(lines) + "\n").encode()
 
 

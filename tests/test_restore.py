@@ -712,3 +712,30 @@ def test_result_summary_and_failure(tmp_path):
     assert "unchanged" in r.summary and not r.ok
     with pytest.raises(VerificationFailed, match="boom"):
         r.raise_for_failure()
+
+
+# -- the same engine through psql on a bastion (the --via building block) ---------------------------------------------
+@pytest.mark.usefixtures("no_ssh_config")
+@pytest.mark.parametrize("fail", [False, True], ids=["commits", "fails-mid-dump-unchanged"])
+def test_the_engine_streams_through_a_remote_psql_over_ssh(fail, lottery, restored_staging, sshd, tmp_path):
+    from ops import remote
+    from ops.remote_psql import RemotePsql
+
+    settings = settings_for(tmp_path)
+    t = target(settings, restored_staging)
+    backup = lottery.path
+    if fail:
+        backup = rewrite(lottery.path, tmp_path / "backup_fails.sql.gz", lambda text: text.replace(
+            b"-- Data for Name: User;", b"SELECT pg_catalog.setval('public.gone', 1, false);\n\n-- Data for Name: User;"))
+    execute(restored_staging, 'DELETE FROM "Ticket" WHERE id % 3 = 0')
+    before = state(restored_staging)
+    ssh = Settings.from_dict(ops=sshd.settings_ops(known_hosts=tmp_path / "known_hosts"))
+    with remote.connect(ssh, "box") as cxn:
+        runner = RemotePsql(cxn, {**t.env, "PGAPPNAME": "lottery-ops restore via"})
+        result = restorer.restore_stream(t, restorer.plan_from_settings(settings, backup), runner=runner)
+    if fail:
+        assert not result.committed and any("gone" in p for p in result.problems)
+        assert state(restored_staging) == before
+    else:
+        assert result.committed, result.problems
+        assert counts(restored_staging) == {**lottery.counts, "public.staging_only": 1}
