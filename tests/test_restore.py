@@ -739,3 +739,39 @@ def test_the_engine_streams_through_a_remote_psql_over_ssh(fail, lottery, restor
     else:
         assert result.committed, result.problems
         assert counts(restored_staging) == {**lottery.counts, "public.staging_only": 1}
+
+
+# -- from a release: download -> verify -> guard -> restore -> check ------------------------------------------------
+def test_staging_from_the_latest_release(lottery, staging_url, production_url, fake_api, tmp_path, monkeypatch,
+                                         capsys):
+    fake_api.github.add_backup("backup-20250101_020000", b"an older backup, never fetched")
+    fake_api.github.add_backup("backup-20250102_020000", lottery.path.read_bytes())
+    monkeypatch.setenv("GITHUB_TOKEN", fake_api.github.token)
+    ops = {**fake_api.settings_ops(), "restore": {"backup_dir": str(tmp_path / "backups")},
+           "verify": {"recent": [{"table": '"User"', "column": '"createdAt"'}]}}
+    monkeypatch.setenv("STAGING_DATABASE_URL", production_url)
+    with pytest.raises(Exit) as refused:                      # the guard first: nothing downloaded for production
+        restore.staging(_ctx(tmp_path, **ops), yes=True)
+    assert refused.value.code == 3 and not fake_api.calls(path=r"/releases")
+    monkeypatch.setenv("STAGING_DATABASE_URL", staging_url)
+    restore.staging(_ctx(tmp_path, **ops), yes=True)
+    out = capsys.readouterr().out
+    assert "committed" in out and "newest 2025-01-03" in out
+    assert counts(staging_url) == lottery.counts
+    got = tmp_path / "backups" / "backup_20250102_020000.sql.gz"
+    assert got.read_bytes() == lottery.path.read_bytes() and (tmp_path / "backups" / (got.name + ".sha256")).exists()
+    entry = json.loads((tmp_path / "audit.jsonl").read_text().splitlines()[-1])
+    assert entry["details"]["tag"] == "backup-20250102_020000"
+    assert entry["details"]["sha256"] == restorer_sha(lottery.path)
+
+
+def test_restore_test_task_from_a_release_records_the_tag(lottery, staging_url, fake_api, tmp_path, monkeypatch):
+    from ops import audit
+
+    fake_api.github.add_backup("backup-20250102_020000", lottery.path.read_bytes())
+    monkeypatch.setenv("GITHUB_TOKEN", fake_api.github.token)
+    monkeypatch.setenv("STAGING_DATABASE_URL", staging_url)
+    c = _ctx(tmp_path, **fake_api.settings_ops(), restore={"backup_dir": str(tmp_path / "b")})
+    restore.test(c, tag="backup-20250102_020000")
+    [entry] = [e for e in audit.entries(settings_for(tmp_path)) if e["action"] == "restore.test"]
+    assert entry["outcome"] == "pass" and entry["details"]["tag"] == "backup-20250102_020000"
