@@ -131,9 +131,11 @@ class Recipe:
         return self.backup.tag if self.backup else (self.opts.tag or "")
 
     @property
-    def schemas(self) -> list[str] | None:
-        chosen = self.opts.schemas or list(self.settings.get("restore.schemas") or ["public"])
-        return None if "all" in chosen else chosen
+    def schemas(self) -> tuple[str, ...] | None:
+        """The restore's scope, as the restore engine reads it: --schemas, else ops.restore.schemas; None = all."""
+        from . import restorer
+
+        return restorer.configured_scope(self.settings, self.opts.schemas or restorer.CONFIGURED)
 
     def context(self) -> dict[str, Any]:
         """What every audit entry of this run carries (never the token, never a password)."""
@@ -553,8 +555,7 @@ class Recipe:
         from . import restore as restore_tasks
 
         assert self.backup is not None
-        schemas = tuple(self.schemas) if self.schemas is not None else None
-        report = restore_tasks.check_database(self.target.conninfo, self.backup.tables, schemas,
+        report = restore_tasks.check_database(self.target.conninfo, self.backup.tables, self.schemas,
                                               self.settings.get("verify.recent") or [])
         if not report.ok:
             raise VerificationFailed("after the restore: " + "; ".join(report.problems[:5]),
