@@ -175,12 +175,12 @@ def missing_on_target(requires: Mapping[str, Any], caps: Capabilities) -> list[s
 
 def is_scope_only(left: dumps.LeftOut) -> bool:
     """Left out only because it lies outside the restore's scope (not a loss: the target keeps its own)."""
-    return "outside the restore's scope" in left.reason
+    return bool(left.out_of_scope)
 
 
 def strict_losses(report: dumps.Report) -> list[dumps.LeftOut]:
     """In-scope objects the filter left out: a production restore refuses them."""
-    return [lo for lo in report.left_out if not is_scope_only(lo)]
+    return report.left_out_in_scope()
 
 
 def estimated_size(path: Path) -> int:
