@@ -180,7 +180,7 @@ def is_scope_only(left: dumps.LeftOut) -> bool:
 
 def strict_losses(report: dumps.Report) -> list[dumps.LeftOut]:
     """In-scope objects the filter left out: a production restore refuses them."""
-    return report.left_out_in_scope()
+    return report.left_out_in_scope
 
 
 def estimated_size(path: Path) -> int:
