@@ -522,6 +522,10 @@ def restore_stream(target: Any, plan: RestorePlan, *, dry_run: bool = False,
             watcher.stop()
     result.psql = psql
     result.committed = psql.committed
+    if failure and not isinstance(failure[0], (OpsError, KeyboardInterrupt)) and not psql.committed:
+        bug = failure[0]                      # a bug, not a bad backup: show its traceback, say nothing was committed
+        setattr(bug, "committed", False)
+        raise bug
     result.commit_unknown = bool(getattr(runner, "commit_sent", False)) and not psql.committed \
         and psql.exited not in (0, 1, 3)
     _interpret(result, psql, failure, watcher, target, plan)
