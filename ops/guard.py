@@ -28,7 +28,7 @@ from .tasking import task
 MARKER_SETTING = "ops.environment"
 ENVIRONMENTS = ("production", "staging")
 SCRATCH_PREFIX = "ops_scratch_"
-Approval = Callable[["Target"], None]
+Approval = Callable[["Target"], object]  # raises GuardRefused when the token does not fit
 
 
 @dataclass(frozen=True)
