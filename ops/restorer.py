@@ -432,8 +432,11 @@ SELECT n.nspname, c.relname,
        CASE c.relkind WHEN 'p' THEN (SELECT coalesce(sum(pg_relation_size(relid)), 0) FROM pg_partition_tree(c.oid))
                       ELSE pg_relation_size(c.oid) END
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_namespace rn ON rn.oid = (SELECT relnamespace FROM pg_class WHERE oid = coalesce(pg_partition_root(c.oid), c.oid))
 WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname !~ '^pg_(toast|temp_)' AND (%(schemas)s::text[] IS NULL OR n.nspname = ANY(%(schemas)s))
+  -- a partition whose root is analyzed too is covered by it (ANALYZE of a partitioned table does its partitions)
+  AND NOT (c.relispartition AND (%(schemas)s::text[] IS NULL OR rn.nspname = ANY(%(schemas)s)))
 ORDER BY 3 DESC, 1, 2
 """
 
