@@ -21,6 +21,7 @@ names the sessions that block the restore when it gives up on a lock. ANALYZE ru
 """
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import threading
@@ -238,8 +239,10 @@ SELECT current_setting('server_version_num')::int, current_user,
 """
 
 
+@functools.lru_cache(maxsize=8)
 def find_psql(psql: str = "psql") -> tuple[str, tuple[int, int]]:
-    """The psql to use and its version; ConfigError (names found/needed/how to install) if missing or too old."""
+    """The psql to use and its version; ConfigError (names found/needed/how to install) if missing or too old.
+    Asked once per process (the task checks it before downloading, the engine uses the answer)."""
     exe = pg.find_tool(psql, MIN_PSQL)
     return exe, pg.tool_version(exe)
 
