@@ -20,8 +20,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 # Render's deploy states (the checks' evaluator owns the classification; reuse it, don't copy it)
-from .evaluate import _DEPLOY_BUSY as DEPLOY_BUSY
-from .evaluate import _DEPLOY_FAILED as DEPLOY_FAILED
+from .evaluate import DEPLOY_BUSY, DEPLOY_FAILED
 from .retention import human_age, parse_time
 
 CRITICAL, WARN, INFO, OK = "critical", "warn", "info", "ok"

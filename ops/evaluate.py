@@ -43,8 +43,8 @@ def sentry_errors(issues: Sequence[Mapping[str, Any]], *, now: datetime, warn_is
     return Outcome("sentry.errors", status, summary, details)
 
 
-_DEPLOY_FAILED = {"build_failed", "update_failed", "canceled", "pre_deploy_failed"}
-_DEPLOY_BUSY = {"created", "queued", "build_in_progress", "update_in_progress", "pre_deploy_in_progress"}
+DEPLOY_FAILED = {"build_failed", "update_failed", "canceled", "pre_deploy_failed"}
+DEPLOY_BUSY = {"created", "queued", "build_in_progress", "update_in_progress", "pre_deploy_in_progress"}
 
 
 def _unwrap(items: Sequence[Mapping[str, Any]], key: str) -> list[Mapping[str, Any]]:
@@ -75,12 +75,12 @@ def render_service(service: Mapping[str, Any] | None, deploys: Sequence[Mapping[
                       f"{latest.get('finishedAt') or latest.get('createdAt') or '?'}"
                       + (f" ({commit[0]})" if commit else ""))
     status = latest.get("status")
-    if status in _DEPLOY_FAILED:
+    if status in DEPLOY_FAILED:
         live = next((d for d in items if d.get("status") == "live"), None)
         if live:
             details.append(f"still serving the previous deploy {live.get('id')}")
         return Outcome("render.service", "fail", f"{name}: latest deploy {status}", tuple(filter(None, details)))
-    if status in _DEPLOY_BUSY:
+    if status in DEPLOY_BUSY:
         return Outcome("render.service", "warn", f"{name}: a deploy is in progress ({status})",
                        tuple(filter(None, details)))
     if status != "live":
