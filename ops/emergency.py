@@ -36,14 +36,17 @@ def keygen(c, out, comment=None):
             "reason": "Why: goes into the approval and the audit log",
             "action": "Action approved (default: restore)",
             "sha256": "The backup's SHA-256, if you checked it yourself",
-            "file": "A downloaded backup: its SHA-256 (checked against FILE.sha256 if present) is approved"})
-def approve(c, tag=None, ttl=None, reason=None, action=None, sha256=None, file=None):
+            "file": "A downloaded backup: its SHA-256 (checked against FILE.sha256 if present) is approved",
+            "minutes": "With --action terminate-idle: the idle age approved (`emergency.db --terminate-idle N` "
+                       "must use the same N)"})
+def approve(c, tag=None, ttl=None, reason=None, action=None, sha256=None, file=None, minutes=None):
     """Approve an emergency action (as the second person): print a signed, single-use approval token.
 
     Run by an approver, not the operator. The private key comes from the file OPS_APPROVER_KEY names. The token
     alone goes to stdout, so `TOKEN=$(inv emergency.approve --tag TAG)` works; give it to the operator for
     `inv emergency.restore --approve "$TOKEN"`. It binds the production database (DATABASE_URL), the backup
-    (tag and SHA-256), an expiry and a random nonce, and works once.
+    (tag and SHA-256), an expiry and a random nonce, and works once. `--action terminate-idle --minutes N` approves
+    `inv emergency.db --terminate-idle N` on production instead (that N only).
     """
     import time
 
@@ -56,15 +59,21 @@ def approve(c, tag=None, ttl=None, reason=None, action=None, sha256=None, file=N
     if (action == "restore") != bool(tag) or (action != "restore" and (sha256 or file)):
         raise ConfigError("--tag is required for --action restore, and --tag, --sha256, --file only apply to it",
                           hint="inv emergency.approve --tag TAG [--ttl 30m] [--reason TEXT]")
+    if (action == "terminate-idle") != (minutes is not None):
+        raise ConfigError("--minutes is required for --action terminate-idle, and only applies to it",
+                          hint="inv emergency.approve --action terminate-idle --minutes N [--ttl 30m] [--reason TEXT]")
     seconds = tokens.parse_ttl(ttl or "30m")
     key = approval.approver_key(settings)
     params = {"target": approval.production_identity(settings)}
     if action == "restore":
         params |= {"tag": tag, "sha256": approval.backup_sha256(settings, tag, sha256=sha256, file=file)}
+    if action == "terminate-idle":
+        params["minutes"] = tokens.minutes_param(minutes)
     token = tokens.mint(key, action, params, seconds, reason or "", now=time.time())
     approval.record_issued(settings, token, params["target"])
     body = tokens.peek(token) or {}
-    _say(f"approved {action} of {params['target']}" + (f" from {tag} (sha256 {params['sha256']})" if tag else ""),
+    _say(f"approved {action} of {params['target']}" + (f" from {tag} (sha256 {params['sha256']})" if tag else "")
+         + (f" for sessions idle {params['minutes']}+ minutes" if "minutes" in params else ""),
          f"approver key {body.get('key_id')}, nonce {body.get('nonce')}, "
          f"expires {tokens.iso_time(body.get('expires_at', 0))} ({seconds} s); single use")
     print(token)

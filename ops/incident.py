@@ -426,9 +426,10 @@ def _terminate_idle(settings: Settings, url: str, minutes: float, token: str | N
 
     checker = None
     if token:
-        bound = {"minutes": str(int(minutes)) if float(minutes).is_integer() else str(minutes)}
-        params = {k: v for k, v in bound.items() if k in tokens.ACTION_PARAMS["terminate-idle"]}
-        checker = approval.approval_checker(settings, token, "terminate-idle", params)
+        # the approval binds the target (added by the checker, as the guard resolves it) and these minutes:
+        # a token for --minutes 30 does not end sessions idle for 5
+        checker = approval.approval_checker(settings, token, "terminate-idle",
+                                            {"minutes": tokens.minutes_param(minutes)})
     target = guard.require(settings, url, action="emergency.terminate-idle", emergency=True, approval=checker)
     sessions = pgdiag.idle_sessions(target.conninfo, minutes)
     print(f"\nidle in transaction for {minutes:g}+ min on {target.redacted}: {len(sessions)}")

@@ -47,7 +47,7 @@ MAX_TOKEN = 8192
 # The parameters each guarded action binds. Other emergency actions add themselves here.
 ACTION_PARAMS: dict[str, tuple[str, ...]] = {
     "restore": ("target", "tag", "sha256"),
-    "terminate-idle": ("target",),
+    "terminate-idle": ("target", "minutes"),   # minutes: the --terminate-idle age, as minutes_param() writes it
 }
 
 REASONS = ("malformed", "bad-signature", "self-approved", "unknown-key", "not-yet-valid", "expired",
@@ -197,11 +197,25 @@ def normalize_params(action: str, params: Mapping[str, Any]) -> dict[str, str]:
         if not isinstance(value, str) or not value:
             raise ConfigError(f"approval parameter {name!r} must be a non-empty string")
         out[name] = value
+    if "minutes" in out:
+        out["minutes"] = minutes_param(out["minutes"])
     if "sha256" in out:
         out["sha256"] = out["sha256"].lower()
         if len(out["sha256"]) != 64 or not _HEX.fullmatch(out["sha256"]):
             raise ConfigError(f"not a SHA-256 digest: {params['sha256'][:80]!r}", hint="64 hexadecimal digits")
     return out
+
+
+def minutes_param(value: Any) -> str:
+    """A number of minutes as an approval binds it: `30`, `2.5` (never `30.0`), so the approver's `--minutes 30`
+    and the operator's `--terminate-idle 30.0` bind the same value. ConfigError unless a finite number >= 0."""
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"{str(value)[:20]!r} is not a number of minutes", hint="e.g. --minutes 5") from None
+    if not math.isfinite(number) or number < 0:
+        raise ConfigError(f"{str(value)[:20]!r} is not 0 or more minutes", hint="e.g. --minutes 5")
+    return str(int(number)) if number.is_integer() else repr(number)
 
 
 # -- minting ---------------------------------------------------------------------------------------------------

@@ -391,7 +391,33 @@ def test_approve_from_a_downloaded_file_with_sidecar(tmp_path):
     assert tokens.peek(run.stdout.strip())["params"]["sha256"] == digest
 
 
+def test_approve_terminate_idle_binds_the_minutes(tmp_path):
+    key_path = write_key(tmp_path / "approver.key", Ed25519PrivateKey.generate())
+    env = {"OPS_APPROVER_KEY": str(key_path), "DATABASE_URL": PROD_URL}
+    run = inv("emergency.approve", "--action", "terminate-idle", "--minutes", "30", "--reason", "stuck worker",
+              env=env, home=tmp_path)
+    assert run.returncode == 0, run.stderr
+    token = run.stdout.strip()
+    assert "idle 30+ minutes" in run.stderr and token not in run.stderr
+    public = tokens.format_public_key(tokens.raw_public(approval.load_private_key(key_path)), "alice")
+    s = make_settings(tmp_path / "operator", [public])
+    assert tokens.peek(token)["params"] == {"target": prod_identity(s), "minutes": "30"}
+
+    def require_idle(minutes):
+        check = approval.approval_checker(s, token, "terminate-idle", {"minutes": tokens.minutes_param(minutes)})
+        return guard.require(s, PROD_URL, action="emergency.terminate-idle", emergency=True, approval=check,
+                             read_marker=False)
+
+    with pytest.raises(tokens.TokenRefused) as refused:       # a token for 30 minutes does not allow 5
+        require_idle(5)
+    assert refused.value.reason == "wrong-params" and refused.value.exit_code == 3
+    assert require_idle("30.0").is_production                 # the same number, written another way
+
+
 @pytest.mark.parametrize("case, args, needle", [
+    ("idle-without-minutes", ["--action", "terminate-idle"], "--minutes is required"),
+    ("minutes-on-restore", ["--tag", TAG, "--sha256", SHA, "--minutes", "5"], "--minutes is required"),
+    ("minutes-not-a-number", ["--action", "terminate-idle", "--minutes", "soon"], "not a number of minutes"),
     ("no-key-var", ["--tag", TAG, "--sha256", SHA], "OPS_APPROVER_KEY is not set"),
     ("key-too-open", ["--tag", TAG, "--sha256", SHA], "readable by others"),
     ("key-missing", ["--tag", TAG, "--sha256", SHA], "cannot read the approver key"),

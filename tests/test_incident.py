@@ -292,7 +292,6 @@ def test_terminate_idle_on_production_needs_an_approval_token(world, make_stuck,
     ops = {**world.ops, "approval": {"public_keys": [tokens.format_public_key(tokens.raw_public(key), "alice")]}}
     settings = Settings.from_context(ctx(ops))
     params = {"target": guard.judge(settings, world.db, read_db_marker=False).identity, "minutes": "0"}
-    params = {k: v for k, v in params.items() if k in tokens.ACTION_PARAMS["terminate-idle"]}
     token = tokens.mint(key, "terminate-idle", params, "10m", "end the stuck worker", now=time.time())
     wrong = tokens.mint(key, "restore", {"target": params["target"], "tag": "backup-x", "sha256": "0" * 64}, "10m",
                         "", now=time.time())
@@ -306,6 +305,26 @@ def test_terminate_idle_on_production_needs_an_approval_token(world, make_stuck,
         incident.db(ctx(ops), terminate_idle="0", approve=token, yes=True)
     assert refused.value.code == 3 and "replayed" in refused.value.message
     assert alive(again.url, again.holder_pid)
+
+
+def test_terminate_idle_approval_for_30_minutes_does_not_allow_5(world, make_stuck, capsys):
+    stuck = make_stuck(world.db)  # DATABASE_URL: production
+    key = Ed25519PrivateKey.generate()
+    ops = {**world.ops, "approval": {"public_keys": [tokens.format_public_key(tokens.raw_public(key), "alice")]}}
+    identity = guard.judge(Settings.from_context(ctx(ops)), world.db, read_db_marker=False).identity
+    token = tokens.mint(key, "terminate-idle", {"target": identity, "minutes": "30"}, "10m", "", now=time.time())
+    with pytest.raises(invoke.Exit) as refused:
+        incident.db(ctx(ops), terminate_idle="5", approve=token, yes=True)
+    assert refused.value.code == 3 and "wrong-params" in refused.value.message
+    assert "minutes='30'" in refused.value.message and "'5'" in refused.value.message
+    with pytest.raises(invoke.Exit) as refused:
+        incident.db(ctx(ops), terminate_idle="0", approve=token, yes=True)
+    assert refused.value.code == 3
+    assert alive(stuck.url, stuck.holder_pid)
+    # the approved age passes the guard (the stuck session is younger than 30 minutes: nothing to end)
+    assert run(incident.db, ctx(ops), terminate_idle="30", approve=token, yes=True) == 0
+    assert "idle in transaction for 30+ min" in capsys.readouterr().out
+    assert alive(stuck.url, stuck.holder_pid)
 
 
 def test_db_finds_sequential_scan_heavy_tables_and_missing_statements(world, make_db, capsys):

@@ -111,10 +111,40 @@ def test_mint_refuses_bad_parameters(action, params):
         mint(action=action, params=params)
 
 
+IDLE = {"target": TARGET, "minutes": "30"}
+
+
 def test_other_actions_use_the_same_kind_of_token():
-    token = mint(action="terminate-idle", params={"target": TARGET})
-    assert verify(token, action="terminate-idle", params={"target": TARGET}).action == "terminate-idle"
+    token = mint(action="terminate-idle", params=IDLE)
+    assert verify(token, action="terminate-idle", params=IDLE).action == "terminate-idle"
     assert refusal(token).reason == "wrong-action"
+
+
+def test_a_terminate_idle_token_binds_its_minutes():
+    assert tokens.ACTION_PARAMS["terminate-idle"] == ("target", "minutes")
+    token = mint(action="terminate-idle", params=IDLE)
+    for other in ("5", "0", "30.5", "300"):
+        exc = refusal(token, action="terminate-idle", params=dict(IDLE, minutes=other))
+        assert exc.reason == "wrong-params" and "minutes='30'" in str(exc) and repr(other) in str(exc)
+    assert refusal(token, action="terminate-idle", params={"target": TARGET}).reason == "wrong-params"
+    # the same number however it is written: 30, 30.0, " 30 "
+    assert verify(token, action="terminate-idle", params=dict(IDLE, minutes="30.0")).params["minutes"] == "30"
+    assert verify(mint(action="terminate-idle", params=dict(IDLE, minutes="30.0")), action="terminate-idle",
+                  params=dict(IDLE, minutes=" 30 "))
+    with pytest.raises(ConfigError):
+        mint(action="terminate-idle", params={"target": TARGET})           # minutes are required
+
+
+@pytest.mark.parametrize("given, written", [("30", "30"), (30, "30"), (30.0, "30"), ("2.5", "2.5"), ("0", "0"),
+                                            ("1e1", "10")])
+def test_minutes_param_writes_one_form_per_number(given, written):
+    assert tokens.minutes_param(given) == written
+
+
+@pytest.mark.parametrize("bad", ["-1", "nan", "inf", "five", ""])
+def test_minutes_param_refuses_what_is_not_minutes(bad):
+    with pytest.raises(ConfigError):
+        tokens.minutes_param(bad)
 
 
 # -- every refusal reason --------------------------------------------------------------------------------------
@@ -129,7 +159,7 @@ REFUSALS = [
     ("wrong-target-dbname", mint, dict(params=dict(PARAMS, target=TARGET + "_2")), "wrong-target"),
     ("wrong-backup-tag", mint, dict(params=dict(PARAMS, tag="backup-2025-06-14-0300")), "wrong-backup"),
     ("wrong-backup-sha", mint, dict(params=dict(PARAMS, sha256="ab" * 31 + "ac")), "wrong-backup"),
-    ("wrong-action", lambda: mint(action="terminate-idle", params={"target": TARGET}), {}, "wrong-action"),
+    ("wrong-action", lambda: mint(action="terminate-idle", params=IDLE), {}, "wrong-action"),
     ("caller-params-bad", mint, dict(params={"target": TARGET}), "wrong-params"),
     ("unknown-key", lambda: mint(key=STRANGER), {}, "unknown-key"),
     ("no-keys-configured", mint, dict(public_keys=[]), "unknown-key"),
