@@ -96,6 +96,7 @@ class RemotePsql:
                                       password=self.password is not None)
         self.atomic = atomic
         self.timeout = timeout
+        self.commit_sent = False   # COMMIT (possibly) went out: after a Ctrl-C, the outcome is then unknown
         self._abort = threading.Event()
         self._reason = ""
         self._pid: int | None = None
@@ -162,6 +163,7 @@ class RemotePsql:
         if finished:
             try:
                 if self.atomic:
+                    self.commit_sent = True    # before sendall: psql runs a COMMIT cut short by EOF all the same
                     chan.sendall(COMMIT)
                     committed_sent = True
                 chan.shutdown_write()  # EOF: psql ends (with COMMIT sent, the transaction is committed)
