@@ -23,6 +23,12 @@ DAILY = ("sentry.errors", "render.service", "app.health", "backup.fresh", "db.si
 WEEKLY = ("actions.workflows", "backup.restore_test", "dependabot.alerts", "backup.trend")
 MONTHLY = ("access.collaborators", "access.db_roles", "secrets.age", "backup.retention", "deps.updates")
 
+
+def daily_ids(settings: Settings) -> tuple[str, ...]:
+    """The daily checklist, with a `hosts` row when hosts are configured (ops.hosts)."""
+    return DAILY + (("hosts",) if settings.get("hosts") else ())
+
+
 HELP = {
     "json": 'Print {"checks": [{"id", "status", "summary", "details"}], "status": worst} instead of the table',
     "report": "Also write a Markdown report to this file (paste it into an issue)",
@@ -67,9 +73,10 @@ def notify(settings: Settings, name: str, report: checklist.Report) -> str:
     return f"opened #{created['number']} {created.get('html_url', '')}".rstrip()
 
 
-def _finish(c: Any, name: str, ids: tuple[str, ...], *, json: bool, report: str | None, notify_: bool,
+def _finish(c: Any, name: str, ids: tuple[str, ...] | None, *, json: bool, report: str | None, notify_: bool,
             run_restore_test: bool = False) -> None:
     settings = Settings.from_context(c)
+    ids = daily_ids(settings) if ids is None else ids
     result = run_checklist(settings, name, ids, c=c, run_restore_test=run_restore_test)
     if json:
         print(checklist.to_json(result.outcomes))
@@ -93,8 +100,9 @@ def _finish(c: Any, name: str, ids: tuple[str, ...], *, json: bool, report: str 
 
 @task(help=HELP)
 def daily(c, json=False, report=None, notify=False):
-    """Run the daily checklist: Sentry errors, Render service, app health, backup freshness, database size."""
-    _finish(c, "daily", DAILY, json=json, report=report, notify_=notify)
+    """Run the daily checklist: Sentry errors, Render service, app health, backup freshness, database size, and
+    the configured hosts (disk, memory, load, services over SSH) when ops.hosts is set."""
+    _finish(c, "daily", None, json=json, report=report, notify_=notify)
 
 
 @task(help={**HELP, "run_restore_test": "Rehearse a restore now (restore.test into a scratch database) instead of "

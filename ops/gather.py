@@ -167,6 +167,13 @@ def db_size(run: Run) -> Outcome:
     return outcome
 
 
+def hosts(run: Run) -> Outcome:
+    """Every configured host (ops.hosts) over SSH, at once, as one `hosts` check (`checks.hosts` per host)."""
+    from . import hosts as host_checks
+
+    return host_checks.combined(host_checks.check_hosts(run.settings))
+
+
 # -- weekly -----------------------------------------------------------------------------------------------
 
 def _runs_or_none(github: Any, workflow: str) -> list[dict[str, Any]] | None:
@@ -287,7 +294,7 @@ def save_state(path: Path | None, updates: dict[str, Any]) -> None:
 
 GATHERERS: dict[str, Callable[[Run], Outcome]] = {
     "sentry.errors": sentry_errors, "render.service": render_service, "app.health": app_health,
-    "backup.fresh": backup_fresh, "db.size": db_size,
+    "backup.fresh": backup_fresh, "db.size": db_size, "hosts": hosts,
     "actions.workflows": actions_workflows, "backup.restore_test": backup_restore_test,
     "dependabot.alerts": dependabot_alerts, "backup.trend": backup_trend,
     "access.collaborators": access_collaborators, "access.db_roles": access_db_roles, "secrets.age": secrets_age,

@@ -196,6 +196,19 @@ def check_hosts(settings: Settings, only: Sequence[str] | None = None, *, config
     return [checklist.redact_outcome(outcome(n, facts[n], **limits(settings)), settings.secrets) for n in names]
 
 
+def combined(outcomes: Sequence[checklist.Outcome]) -> checklist.Outcome:
+    """Pure: the `hosts.<name>` outcomes as one `hosts` check (the `hosts` row of `checks.daily`): the worst status,
+    each host's status in the summary, each host's evidence in the details."""
+    status = checklist.worst(o.status for o in outcomes)
+    names = [o.id.removeprefix("hosts.") for o in outcomes]
+    summary = f"{len(outcomes)} host(s): " + ", ".join(f"{n} {o.status}" for n, o in zip(names, outcomes))
+    details: list[str] = []
+    for name, o in zip(names, outcomes):
+        details.append(f"{name}: {o.status}: {o.summary}")
+        details += [f"  {d}" for d in o.details]
+    return checklist.Outcome("hosts", status, summary, tuple(details))
+
+
 @task(name="hosts", iterable=["host"],
       help={"host": "Only this host (a name from ops.hosts; repeat for several)",
             "json": 'Print {"checks": [...], "status": worst} instead of the table'})

@@ -84,3 +84,40 @@ def test_cli_checks_hosts_json_and_exit_status(ops, tmp_path):
     doc = json.loads(result.stdout)
     assert [(c["id"], c["status"]) for c in doc["checks"]] == [("hosts.web2", "pass"), ("hosts.dead", "error")]
     assert doc["status"] == "error" and "Traceback" not in result.stderr
+
+
+# -- the `hosts` row of checks.daily ----------------------------------------------------------------------------------
+def test_daily_has_a_hosts_row_only_when_hosts_are_configured(ops):
+    from ops import checks
+
+    assert "hosts" not in checks.daily_ids(Settings.from_dict(ops={}))
+    assert checks.daily_ids(Settings.from_dict(ops=ops)) == checks.DAILY + ("hosts",)
+
+
+def test_daily_hosts_row_checks_every_host_over_ssh(ops, tmp_path):
+    from ops import checks
+
+    ops = {**ops, "audit_log": str(tmp_path / "audit.jsonl")}
+    settings = Settings.from_dict(ops=ops)
+    report = checks.run_checklist(settings, "daily", checks.daily_ids(settings))
+    row = {o.id: o for o in report.outcomes}["hosts"]
+    assert row.status == "fail"                   # web1's worker is failed (fail outranks dead's error)
+    assert row.summary == "3 host(s): web1 fail, web2 pass, dead error"
+    assert "web1: fail: disk" in row.details[0] and "1/2 services active" in row.details[0]
+    assert "  web1: service worker is failed: journalctl -u worker -n 50, then systemctl restart worker" in row.details
+    assert any(d.startswith("web2: pass: disk") for d in row.details)
+    assert any(d.startswith("dead: error: cannot check dead: cannot open an SSH connection") for d in row.details)
+    # the other daily rows are still there (unconfigured here: errors naming what to set)
+    assert [o.id for o in report.outcomes] == list(checks.DAILY) + ["hosts"]
+
+
+def test_cli_checks_daily_shows_the_hosts_row(ops, tmp_path):
+    ops = {**ops, "hosts": {"web2": ops["hosts"]["web2"]}, "audit_log": str(tmp_path / "audit.jsonl")}
+    config = tmp_path / "daily.yaml"
+    config.write_text(yaml.safe_dump({"ops": ops}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")} | {"HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "invoke", "-f", str(config), "checks.daily", "--json"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=120)
+    doc = json.loads(result.stdout)
+    (row,) = [c for c in doc["checks"] if c["id"] == "hosts"]
+    assert row["status"] == "pass" and row["summary"] == "1 host(s): web2 pass", result.stderr
