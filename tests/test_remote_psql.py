@@ -21,6 +21,7 @@ from ops import pg, remote
 from ops.config import Settings
 from ops.errors import ConfigError, ServiceError
 from ops.remote_psql import RemotePsql, remote_command
+from tests.fix_pwpg import password_role, pw_server  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("no_ssh_config")
 
@@ -124,34 +125,6 @@ def test_streamed_restore_gives_the_same_row_counts_as_a_direct_one(sshd, make_d
     with psycopg.connect(via) as conn:  # COPY data with tabs, newlines and backslashes arrived intact
         note = conn.execute("SELECT note FROM players WHERE id = 7").fetchone()[0]
     assert note == "tab\there\nnewline \\ back"
-
-
-@pytest.fixture
-def password_role(pg_server, make_db):
-    """A role that must log in with a password (scram) from 127.0.0.1, and a database it owns. The rule goes at
-    the top of the throwaway cluster's pg_hba.conf for this role only, and is removed afterwards."""
-    if pg_server.source not in ("initdb", "pgserver"):
-        pytest.skip("needs the throwaway cluster to require a password for one role")
-    role, password = f"via_{secrets.token_hex(3)}", "Pw-" + secrets.token_urlsafe(12)
-    url = make_db("pwdb")
-    dbname = conninfo_to_dict(url)["dbname"]
-    with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
-        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(dbname), sql.Identifier(role)))
-        hba = Path(conn.execute("SHOW hba_file").fetchone()[0])
-        original = hba.read_text()
-        hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n" + original)
-        conn.execute("SELECT pg_reload_conf()")
-    params = conninfo_to_dict(url) | {"user": role}
-    time.sleep(0.3)
-    with pytest.raises(psycopg.OperationalError, match="password"):  # the rule is in force
-        psycopg.connect(make_conninfo("", **params), connect_timeout=5).close()
-    yield make_conninfo("", **params, password=password), password
-    hba.write_text(original)
-    with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
-        conn.execute("SELECT pg_reload_conf()")
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
-        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 def _processes() -> dict[int, tuple[bytes, bytes]]:
