@@ -12,6 +12,7 @@ from __future__ import annotations
 
 EXIT_FAILURE = 1
 EXIT_REFUSED = 3
+EXIT_INTERRUPTED = 130   # Ctrl-C, as a shell reports SIGINT (128 + 2)
 
 
 class OpsError(Exception):

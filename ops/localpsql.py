@@ -7,6 +7,7 @@ its input ends, a truncated dump included.
 """
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import threading
@@ -24,7 +25,11 @@ STDERR_LIMIT = 1 << 16
 class LocalPsql:
     """psql on this machine, fed from an iterator of bytes; the same contract as `ops.remote_psql.RemotePsql`:
     BEGIN first, COMMIT only after the iterator ended normally, psql killed (so the server rolls back) when the
-    iterator raises or `abort()` is called. One `run()` per instance."""
+    iterator raises or `abort()` is called. One `run()` per instance.
+
+    Ctrl-C kills psql and `run()` raises the KeyboardInterrupt again; `commit_sent` then says where it landed:
+    False, before COMMIT was written (psql killed, the server rolled back: nothing changed); True, after (the
+    outcome was not read)."""
 
     def __init__(self, env: Mapping[str, str], *, psql: str = "psql", args: Iterable[str] = (),
                  atomic: bool = True, on_error_stop: bool = True):
@@ -76,6 +81,7 @@ class LocalPsql:
                     break
                 proc.stdin.write(chunk)
                 sent += len(chunk)
+            proc.stdin.flush()                          # all of the dump is with psql before COMMIT is written
         except BrokenPipeError:
             pass                                        # psql stopped reading: its own error (ON_ERROR_STOP)
         except BaseException as exc:                    # the stream failed (refused dump, gzip error, Ctrl-C)
@@ -84,17 +90,20 @@ class LocalPsql:
                 self._abort.set()
             if isinstance(exc, KeyboardInterrupt):
                 interrupt = exc
-        committed_sent = self.commit_sent = False
+        self.commit_sent = False
         if self._abort.is_set():
             self._kill()
         elif proc.poll() is None:
             try:
-                if self.atomic:
-                    proc.stdin.write(COMMIT)
-                    committed_sent = self.commit_sent = True
+                if self.atomic:                         # one write of fewer than PIPE_BUF bytes: all of it or none
+                    os.write(proc.stdin.fileno(), COMMIT)
+                    self.commit_sent = True
                 proc.stdin.close()                      # EOF after COMMIT: psql ends
             except BrokenPipeError:
                 pass
+            except KeyboardInterrupt as exc:            # before the write: rolled back; after it: unknown
+                self.abort("interrupted")
+                interrupt = exc
         try:
             exited = proc.wait()
         except KeyboardInterrupt as exc:
@@ -111,7 +120,7 @@ class LocalPsql:
         aborted = self._abort.is_set()
         code = None if exited < 0 else exited
         return PsqlResult(exited=code, stdout=out.text(), stderr=err.text(), bytes_sent=sent,
-                          committed=committed_sent and code == 0 and not aborted, aborted=aborted,
+                          committed=self.commit_sent and code == 0 and not aborted, aborted=aborted,
                           reason=self._reason if aborted else "")
 
 

@@ -36,7 +36,7 @@ from .localpsql import MIN_PSQL, LocalPsql
 from .restoresql import (BUSY_MESSAGE, COUNT_MESSAGE, LOCK_TIMEOUT_MESSAGE, PreambleEditor,
                          count_check_sql, describe_session, ends_with_footer, normalise_schemas, parse_duration_ms,
                          parse_identifier, prologue, psql_errors, quote_ident)
-from .errors import ConfigError, OpsError, ServiceError, VerificationFailed
+from .errors import EXIT_INTERRUPTED, ConfigError, OpsError, ServiceError, VerificationFailed
 from .redact import redact_text
 from .remote_psql import PsqlResult
 
@@ -133,7 +133,10 @@ class RestoreResult:
         if self.committed:
             return (f"{len(self.tables)} tables, {sum(self.tables.values()):,} rows restored into {self.target} "
                     f"in {self.seconds:.1f} s")
-        return f"not restored ({self.problems[0] if self.problems else 'no COMMIT'}); {self.target} unchanged"
+        why = self.problems[0] if self.problems else "no COMMIT"
+        if self.commit_unknown:
+            return f"outcome unknown ({why}): {self.target} is either fully restored or unchanged, never half"
+        return f"not restored ({why}); {self.target} unchanged"
 
     def step(self, name: str) -> Step | None:
         return next((s for s in self.steps if s.name == name), None)
@@ -500,8 +503,13 @@ def restore_stream(target: Any, plan: RestorePlan, *, dry_run: bool = False,
         result.warnings.append(f"the server's disk has {caps.free_bytes / 1e9:.1f} GB free and the backup holds "
                                f"{size / 1e9:.1f} GB of SQL: the restore may run out of space")
     dplan = dumps_plan(plan, caps)
-    if not _timed(result, "check", lambda: precheck(plan.backup), "gzip stream whole, footer present"):
-        return result
+    try:
+        if not _timed(result, "check", lambda: precheck(plan.backup), "gzip stream whole, footer present"):
+            return result
+    except KeyboardInterrupt:
+        if dry_run:
+            raise
+        return _interrupted(result, target, commit_sent=False, started=t0, sent=False)
     if dry_run:
         reader_ok = _timed(result, "filter", lambda: setattr(result, "report", dry_filter(plan.backup, dplan)),
                            "screened and filtered; nothing sent")
@@ -522,6 +530,8 @@ def restore_stream(target: Any, plan: RestorePlan, *, dry_run: bool = False,
     t1 = time.monotonic()
     try:
         psql = runner.run(stream)
+    except KeyboardInterrupt:     # the runner stopped psql; whether COMMIT had gone out decides what we can say
+        return _interrupted(result, target, commit_sent=bool(getattr(runner, "commit_sent", False)), started=t1)
     finally:
         stream.close()
         if watcher:
@@ -543,8 +553,9 @@ def restore_stream(target: Any, plan: RestorePlan, *, dry_run: bool = False,
         try:
             n = analyze(target.conninfo, plan.schemas)
             result.steps.append(Step("analyze", time.monotonic() - t2, "ok", f"{n} tables"))
-        except Exception as exc:  # the data is committed; missing statistics are a warning, not a failed restore
-            why = getattr(exc, "message", None) or str(exc).strip().splitlines()[0]
+        except (Exception, KeyboardInterrupt) as exc:  # committed: missing statistics are a warning, not a failure
+            why = ("interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt)
+                   else getattr(exc, "message", None) or str(exc).strip().splitlines()[0])
             result.steps.append(Step("analyze", time.monotonic() - t2, "failed", why))
             result.warnings.append(f"ANALYZE failed ({why}): run it by hand")
     return result
@@ -641,6 +652,31 @@ def _interpret(result: RestoreResult, psql: PsqlResult, failure: list[BaseExcept
                    "fix the cause and run again")
 
 
+def _interrupted(result: RestoreResult, target: Any, *, commit_sent: bool, started: float,
+                 sent: bool = True) -> RestoreResult:
+    """Ctrl-C: before COMMIT was written, psql was killed and the server rolled back (nothing changed); after it,
+    the outcome was not read (committed or exactly as before, never half)."""
+    result.commit_unknown = commit_sent
+    where = "before COMMIT" if sent else "before anything was sent"
+    if commit_sent:
+        result.problems.append("interrupted (Ctrl-C) after COMMIT was sent, before psql reported the outcome")
+        result.error = RestoreInterrupted(
+            f"restore into {target.redacted} interrupted (Ctrl-C) after COMMIT was sent: {target.dbname} is either "
+            "fully restored or exactly as before, never half", committed=None, result=result,
+            hint=f"check which before anything else: inv restore.check --url URL --backup {result.backup}")
+        detail = "interrupted after COMMIT was sent: outcome unknown"
+    else:
+        result.problems.append(f"interrupted (Ctrl-C) {where}")
+        result.error = RestoreInterrupted(
+            f"restore into {target.redacted} interrupted (Ctrl-C) {where}"
+            + (": psql was stopped and the server rolled the transaction back" if sent else "")
+            + f"; {target.dbname} is exactly as before", committed=False, result=result,
+            hint="nothing was changed: run the restore again when ready")
+        detail = "interrupted: rolled back, nothing changed" if sent else "interrupted: nothing sent"
+    result.steps.append(Step("restore", time.monotonic() - started, "failed", detail))
+    return result
+
+
 def _refuse_losses(result: RestoreResult) -> None:
     lost = strict_losses(result.report) if result.report else []
     if lost:
@@ -677,6 +713,13 @@ class RestoreFailed(VerificationFailed):
         self.result, self.committed = result, committed
 
 
+class RestoreInterrupted(RestoreFailed):
+    """Ctrl-C during the restore: `.committed` False (psql killed before COMMIT: nothing changed) or None (after
+    COMMIT was sent: unknown). The exit status stays an interruption's (130)."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
 CONFIGURED = "configured"   # schemas=CONFIGURED: the scope in ops.restore.schemas (default: public)
 
 
@@ -711,6 +754,8 @@ def restore(settings: Any, target: Any, backup: Path, *, schemas: Any = CONFIGUR
     result = restore_stream(target, plan, dry_run=dry_run, progress=progress, runner=runner)
     if not result.ok:
         error = result.error
+        if isinstance(error, RestoreFailed):
+            raise error
         raise RestoreFailed(error.message if error else f"restore into {result.target} failed: "
                             + ("; ".join(result.problems[:3]) or "it did not commit"),
                             hint=(error.hint if error else None) or result.hint, result=result,

@@ -11,7 +11,7 @@ from typing import Any
 import invoke
 
 from .config import secret_values
-from .errors import OpsError
+from .errors import EXIT_INTERRUPTED, OpsError
 from .redact import redact_text
 
 
@@ -22,7 +22,7 @@ class OpsTask(invoke.Task):  # type: ignore[misc]
         except OpsError as exc:
             raise invoke.Exit(redact_text(str(exc), secret_values()), code=exc.exit_code) from exc
         except KeyboardInterrupt:
-            raise invoke.Exit("interrupted", code=130) from None
+            raise invoke.Exit("interrupted", code=EXIT_INTERRUPTED) from None
 
 
 def task(*args: Any, **kwargs: Any) -> Any:

@@ -85,16 +85,21 @@ def rewrite(src: Path, dest: Path, edit) -> Path:
     return dest
 
 
-def inv(args: list[str], env: dict[str, str], tmp_path: Path, **kw) -> subprocess.CompletedProcess[str]:
+def inv_command(args: list[str], env: dict[str, str], tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    """argv and environment for `inv ARGS` as a subprocess, with the audit log and backup directory in tmp_path."""
     config = tmp_path / "invoke.json"
     if not config.exists():
         config.write_text(json.dumps({"ops": {"audit_log": str(tmp_path / "audit.jsonl"),
                                               "restore": {"backup_dir": str(tmp_path / "backups")}}}))
     full = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "INVOKE_"))}
     full.update(env, INVOKE_RUNTIME_CONFIG=str(config))
+    return [sys.executable, "-m", "invoke", "--search-root", str(ROOT), *args], full
+
+
+def inv(args: list[str], env: dict[str, str], tmp_path: Path, **kw) -> subprocess.CompletedProcess[str]:
+    argv, full = inv_command(args, env, tmp_path)
     kw.setdefault("stdin", subprocess.DEVNULL)
-    return subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(ROOT), *args], env=full, cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, **kw)
+    return subprocess.run(argv, env=full, cwd=ROOT, capture_output=True, text=True, timeout=300, **kw)
 
 
 def with_password(url: str, password: str) -> str:
@@ -380,9 +385,113 @@ def test_ctrl_c_while_streaming_kills_psql_and_is_raised(staging_url):
         yield b"CREATE TABLE public.half (a int);\n"
         raise KeyboardInterrupt
 
+    runner = restorer.LocalPsql(env)
     with pytest.raises(KeyboardInterrupt):
-        restorer.LocalPsql(env).run(chunks())
+        runner.run(chunks())
+    assert runner.commit_sent is False                 # the caller may say: rolled back, nothing changed
     assert "public.half" not in counts(staging_url)
+
+
+def test_ctrl_c_after_commit_was_written_says_so(staging_url):
+    """SIGINT while psql still works on what it was sent (COMMIT already in its input): psql is killed, the
+    KeyboardInterrupt is raised, and `commit_sent` tells the caller the outcome was not read."""
+    import signal
+    import threading
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")} | pg.env_for(staging_url)
+    runner = restorer.LocalPsql(env)
+    timer = threading.Timer(1.0, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            runner.run([b"CREATE TABLE public.late (a int);\nSELECT pg_sleep(30);\n"])
+    finally:
+        timer.cancel()
+    assert runner.commit_sent is True
+    assert "public.late" not in counts(staging_url)     # here psql died in pg_sleep, before it reached COMMIT
+
+
+def test_ctrl_c_in_the_stream_is_a_restore_interrupted_with_nothing_changed(lottery, restored_staging, tmp_path):
+    before = state(restored_staging)
+    settings = settings_for(tmp_path)
+
+    def progress(done):
+        if done > 20_000:                             # well past BEGIN and the first DROP TABLEs
+            raise KeyboardInterrupt
+
+    with pytest.raises(restorer.RestoreInterrupted) as caught:
+        restorer.restore(settings, target(settings, restored_staging), lottery.path, progress=progress)
+    err = caught.value
+    assert err.committed is False and err.exit_code == 130
+    assert "interrupted (Ctrl-C) before COMMIT" in err.message and "exactly as before" in err.message
+    assert err.result.step("restore").outcome == "failed" and "not restored" in err.result.summary
+    assert state(restored_staging) == before
+
+
+def test_ctrl_c_once_commit_was_sent_is_unknown_not_rolled_back(lottery, restored_staging, tmp_path):
+    """A runner interrupted after it sent COMMIT (a test double of the Runner protocol): the engine says unknown."""
+    class InterruptedAfterCommit:
+        commit_sent = False
+
+        def run(self, chunks):
+            for _ in chunks:
+                pass
+            self.commit_sent = True
+            raise KeyboardInterrupt
+
+    settings = settings_for(tmp_path)
+    with pytest.raises(restorer.RestoreInterrupted) as caught:
+        restorer.restore(settings, target(settings, restored_staging), lottery.path, runner=InterruptedAfterCommit())
+    assert caught.value.committed is None and "never half" in caught.value.message
+    assert "inv restore.check" in caught.value.hint and "outcome unknown" in caught.value.result.summary
+
+
+def test_sigint_to_restore_staging_mid_stream_leaves_staging_exactly_as_before(lottery, restored_staging, make_db,
+                                                                              tmp_path):
+    """A real Ctrl-C (SIGINT to `inv restore.staging`) while psql is in the middle of a big backup's COPY, after the
+    backup's DROP TABLEs of every lottery table ran in the transaction: psql is killed before COMMIT, the server
+    rolls back, staging is unchanged (counts and checksums), the exit status is 130 and the message says so."""
+    import signal
+    import time
+
+    source = make_db("big")
+    settings = settings_for(tmp_path)
+    restorer.restore(settings, target(settings, source), lottery.path)
+    execute(source, "CREATE TABLE public.zz_big (id int, note text); INSERT INTO public.zz_big "
+                    "SELECT i, repeat('x', 100) || i FROM generate_series(1, 500000) i")
+    dump = subprocess.run(["pg_dump", "-w", *FLAGS], env=pg.tool_env(source, os.environ), capture_output=True,
+                          check=True, timeout=300).stdout
+    assert dump.index(b"COPY public.zz_big") > dump.index(b'COPY public."Ticket"')
+    big = tmp_path / "backup_20250103_020000.sql.gz"
+    big.write_bytes(gzip.compress(dump, 1))
+    before = state(restored_staging)
+    argv, env = inv_command(["restore.staging", "--file", str(big), "--yes"],
+                            {"STAGING_DATABASE_URL": restored_staging}, tmp_path)
+    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        with psycopg.connect(restored_staging, autocommit=True) as watch:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                if watch.execute("SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'lottery-ops restore %' "
+                                 "AND state = 'active' AND query LIKE 'COPY public.zz_big%'").fetchone():
+                    break
+                time.sleep(0.01)
+            else:
+                pytest.fail("the restore never reached the big table's COPY")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out + err
+    assert "interrupted (Ctrl-C) before COMMIT" in err and "rolled the transaction back" in err
+    assert f"{conninfo_to_dict(restored_staging)['dbname']} is exactly as before" in err
+    assert "Traceback" not in err
+    assert state(restored_staging) == before
+    entry = json.loads((tmp_path / "audit.jsonl").read_text().splitlines()[-1])
+    assert entry["action"] == "restore.staging" and entry["outcome"] == "failed"
+    assert entry["details"]["problems"] == ["interrupted (Ctrl-C) before COMMIT"]
 
 
 def test_psql_never_gets_single_transaction(staging_url):
