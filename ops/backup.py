@@ -1,6 +1,7 @@
 """Backups: create and prune backup releases (runbook: Backup Procedures)."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,43 +38,65 @@ def find_pg_dump(settings: Any, server_version: int) -> str:
 def dump_to(settings: Any, target: Any, path: Path) -> Made:
     """pg_dump `target` with the nightly flags, gzip -9, SHA-256 and verification in the same pass, into `path`
     (through `<path>.part`, renamed only when pg_dump succeeded and the dump verified). Reads only."""
-    import gzip
-    import hashlib
-    import os
-    import subprocess
-    import threading
     import time
 
-    from . import download, dumps, pg
-    from .errors import ServiceError, VerificationFailed
-    from .redact import redact_text
+    from . import pg
 
     started = time.monotonic()
     exe = find_pg_dump(settings, pg.server_version(target.conninfo))
+    return save_dump(path, _pg_dump_output(exe, target), started=started)
+
+
+def _pg_dump_output(exe: str, target: Any) -> Iterator[bytes]:
+    """pg_dump's stdout, in chunks; ServiceError (stderr redacted) after the last one if pg_dump failed."""
+    import os
+    import subprocess
+    import threading
+
+    from . import pg
+    from .errors import ServiceError
+    from .redact import redact_text
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")} | dict(target.env)
+    with subprocess.Popen(pg.pg_dump_argv(exe, extra=DUMP_FLAGS), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env=env) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        errors: list[bytes] = []
+        drain = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
+        drain.start()
+        yield from iter(lambda: proc.stdout.read(1 << 20), b"")  # type: ignore[union-attr]
+        code = proc.wait()
+        drain.join(30)
+        stderr = b"".join(errors).decode("utf-8", "replace")
+    if code != 0:
+        raise ServiceError(f"pg_dump of {target.redacted} failed (exit {code}): "
+                           + redact_text(stderr.strip(), tuple(target.env.values()))[-500:],
+                           hint="check that the role may read every table, and the network")
+
+
+def save_dump(path: Path, chunks: Iterable[bytes], *, started: float | None = None) -> Made:
+    """Write pg_dump's plain output (`chunks`, from here or from a bastion) to `path` as gzip -9, hashing and
+    verifying it in the same pass; through `<path>.part`, renamed only when the chunks ended normally and the dump
+    verified (an exception from `chunks` leaves nothing behind)."""
+    import gzip
+    import hashlib
+    import os
+    import time
+
+    from . import download, dumps
+    from .errors import VerificationFailed
+
+    started = time.monotonic() if started is None else started
     part = path.with_name(path.name + ".part")
     path.parent.mkdir(parents=True, exist_ok=True)
     reader = dumps.DumpReader()
     digest = hashlib.sha256()
     try:
         with open(part, "wb") as raw, _Hashing(raw, digest) as hashed, \
-                gzip.GzipFile(filename="", mode="wb", fileobj=hashed, compresslevel=9, mtime=0) as gz, \
-                subprocess.Popen(pg.pg_dump_argv(exe, extra=DUMP_FLAGS), stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, env=env) as proc:
-            assert proc.stdout is not None and proc.stderr is not None
-            errors: list[bytes] = []
-            drain = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
-            drain.start()
-            for chunk in iter(lambda: proc.stdout.read(1 << 20), b""):  # type: ignore[union-attr]
+                gzip.GzipFile(filename="", mode="wb", fileobj=hashed, compresslevel=9, mtime=0) as gz:
+            for chunk in chunks:
                 reader.feed(chunk)
                 gz.write(chunk)
-            code = proc.wait()
-            drain.join(30)
-            stderr = b"".join(errors).decode("utf-8", "replace")
-        if code != 0:
-            raise ServiceError(f"pg_dump of {target.redacted} failed (exit {code}): "
-                               + redact_text(stderr.strip(), tuple(target.env.values()))[-500:],
-                               hint="check that the role may read every table, and the network")
         reader.finish()
         report = reader.report
         if not report.ok:
