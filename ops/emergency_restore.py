@@ -533,8 +533,8 @@ class Recipe:
         from . import restorer
 
         self.restore_started_at = self.now()
-        # On Ctrl-C the engine kills psql and re-raises; whether COMMIT had gone out is not reported back, so the
-        # state stays UNKNOWN then (the message says "fully restored or exactly as before, never half").
+        # Ctrl-C: the engine kills psql and raises RestoreInterrupted, committed=False before COMMIT went out
+        # (rolled back), None after it (UNKNOWN: "fully restored or exactly as before, never half").
         self.state = RestoreState.UNKNOWN
         try:
             result = self._engine(dry_run=self.opts.dry_run)
