@@ -13,6 +13,7 @@ from __future__ import annotations
 EXIT_FAILURE = 1
 EXIT_REFUSED = 3
 EXIT_INTERRUPTED = 130   # Ctrl-C, as a shell reports SIGINT (128 + 2)
+EXIT_BROKEN_PIPE = 141   # the reader of stdout went away (`inv ... | head`), as a shell reports SIGPIPE (128 + 13)
 
 
 class OpsError(Exception):
