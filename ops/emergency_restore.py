@@ -620,7 +620,7 @@ class Recipe:
                 "", f"- backup: `{self.tag}` (sha256 `{self.backup.sha256 if self.backup else '?'}`)",
                 f"- approved by: {a.approver or a.key_id} (reason: {a.reason or '-'})",
                 f"- run: `{self.run_id}`; the app goes into maintenance ({self.opts.maintenance}) now",
-                "", "This issue is commented and closed when the restore ends."])
+                "", "This issue is commented when the restore ends, and closed only if it succeeded."])
             issue = self._github().create_issue(f"Emergency production restore from {self.tag}", body,
                                                 labels=ISSUE_LABELS)
             self.issue = int(issue["number"])
@@ -636,7 +636,10 @@ class Recipe:
         try:
             github = self._github()
             github.comment_issue(self.issue, f"**{v.value}**\n\n```\n{message}\n```")
-            github.close_issue(self.issue, reason="completed" if v is Verdict.OK else "not_planned")
+            if v is not Verdict.OK:       # the incident is not over: the issue stays open for whoever picks it up
+                self.out(f"notify: commented on issue #{self.issue}, left open (the restore did not succeed)")
+                return
+            github.close_issue(self.issue, reason="completed")
             self.out(f"notify: commented and closed issue #{self.issue}")
         except OpsError as exc:
             self.out(f"notify: could not comment on or close issue #{self.issue}: {exc.message}")
@@ -756,7 +759,7 @@ def end_sessions(conninfo: str, *, dry_run: bool) -> list[dict[str, Any]]:
     "keep_suspended": "Leave the app in maintenance at the end (you resume it yourself)",
     "maintenance": "suspend (default: suspend the Render service) or page (Render's maintenance page)",
     "skip_rehearsal": "Skip the staging rehearsal when none is on record; give the reason (it is recorded)",
-    "notify": "Open a GitHub issue (labels production, incident) at the start; comment and close it at the end",
+    "notify": "Open a GitHub issue (labels production, incident) at the start; comment at the end; close it on success",
     "dest": "Directory for the downloaded backup (default ops.restore.backup_dir or the state directory)",
     "schemas": "Schemas to restore, comma-separated, or 'all' (default ops.restore.schemas)",
 })

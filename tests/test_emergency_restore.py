@@ -243,9 +243,20 @@ def test_notify_opens_an_issue_then_comments_and_closes_it(world):
     assert len(created) == 1 and sorted(created[0].json()["labels"]) == ["incident", "production"]
     assert world.fake.calls("POST", r"/issues/\d+/comments$") and world.fake.calls("PATCH", r"/issues/\d+$")
     issue = world.fake.github.issues[-1]
-    assert issue["state"] == "closed"
+    assert issue["state"] == "closed" and issue["state_reason"] == "completed"
     bodies = [c.body.decode() for c in world.fake.calls(origin="api") if c.method in ("POST", "PATCH")]
     assert_no_secret(world, *bodies)
+
+
+def test_notify_on_a_failed_run_comments_the_outcome_and_leaves_the_issue_open(world):
+    world.fake.app.set("/health", status=503)
+    ran = run(world, notify=True, skip_rehearsal="test")
+    assert ran.code == 1, ran.output
+    [comment] = world.fake.calls("POST", r"/issues/\d+/comments$")
+    assert "a check failed" in comment.json()["body"]
+    assert not world.fake.calls("PATCH", r"/issues/\d+$")         # not closed, "not planned" or otherwise
+    assert world.fake.github.issues[-1]["state"] == "open"
+    assert "left open" in ran.output
 
 
 def test_maintenance_page_mode(world):
