@@ -15,6 +15,8 @@ from typing import Any
 from .tasking import task
 
 SCHEMAS_HELP = "Schemas the restore replaces: a,b or all (default ops.restore.schemas, i.e. public)"
+VIA_HELP = ("Reach the database through this bastion (a name in ops.hosts, or user@host:port): psql runs there, "
+            "the dump streams to it over SSH, the guard judges the target from there")
 
 
 # -- plain functions the tasks (and emergency.restore) share ------------------------------------------------------------
@@ -134,14 +136,16 @@ class CheckReport:
 
 
 def check_database(conninfo: str, expected: dict[str, int], schemas: tuple[str, ...] | None,
-                   recent: list[Any], *, counts: bool = True) -> CheckReport:
-    """Compare row counts (tables the backup does not hold are ignored) and run the recent-data queries."""
-    from . import pg, restorer
+                   recent: list[Any], *, counts: bool = True, db: Any = None) -> CheckReport:
+    """Compare row counts (tables the backup does not hold are ignored) and run the recent-data queries.
+    `db`: where the database is reached from (ops.via; default this machine)."""
     from .restoresql import split_table
+    from .via import Direct
 
+    db = db or Direct(None)
     report = CheckReport()
     if counts:
-        actual = pg.table_counts(conninfo, schemas)
+        actual = db.table_counts(conninfo, schemas)
         for name, rows in sorted(expected.items()):
             if schemas is not None and split_table(name)[0] not in schemas:
                 continue
@@ -150,7 +154,7 @@ def check_database(conninfo: str, expected: dict[str, int], schemas: tuple[str, 
                 got = actual.get(name)
                 report.problems.append(f"{name}: the backup holds {rows:,} rows, the database "
                                        + (f"{got:,}" if got is not None else "has no such table"))
-    report.recent = restorer.recent_data(conninfo, recent)
+    report.recent = db.recent_data(conninfo, recent)
     report.problems += [f"recent data {r['table']}: {r['error']}" for r in report.recent if r.get("error")]
     return report
 
@@ -166,36 +170,39 @@ class Rehearsal:
 
 
 def rehearse(settings: Any, path: Path, *, tag: str | None = None, sha256: str | None = None,
-             url: str | None = None, schemas: Any = None, create_roles: bool = False) -> Rehearsal:
+             url: str | None = None, schemas: Any = None, create_roles: bool = False, db: Any = None) -> Rehearsal:
     """restore.test: restore into a scratch database made for it on the staging server (or `url`), check it, drop it
     whatever happened, and record the outcome in the audit log (action restore.test, with the SHA-256).
-    `schemas` as the --schemas flag gives it (None: the configured scope)."""
-    from . import audit, download, guard, pg, restorer
+    `schemas` as the --schemas flag gives it (None: the configured scope); `db`: where the server is reached from
+    (ops.via: this machine by default, or a bastion)."""
+    from . import audit, download, guard, restorer
     from .errors import OpsError
+    from .via import Direct
 
+    db = db or Direct(settings)
     server_url = url or settings.require_env("STAGING_DATABASE_URL", "restore.test rehearses on the staging server")
     sha256 = sha256 or download.file_sha256(path)
-    restorer.find_psql(str(settings.get("restore.psql") or "psql"))
-    server = guard.require(settings, server_url, action="restore.test")
+    db.find_psql()
+    server = guard.require(settings, server_url, action="restore.test", vantage=db.vantage)
     name = f"{guard.SCRATCH_PREFIX}{time.strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(3)}"
-    scratch = guard.require_scratch(settings, server_url, name, action="restore.test")
+    scratch = guard.require_scratch(settings, server_url, name, action="restore.test", vantage=db.vantage)
     started = time.monotonic()
     result = check = None
     problems: list[str] = []
-    pg.create_database(server.conninfo, name)
+    db.create_database(server.conninfo, name)
     try:
         plan = restorer.plan_from_settings(settings, path, schemas=restorer.configured_scope(settings, schemas),
                                            create_roles=create_roles, sha256=sha256, tag=tag)
-        result = restorer.restore_stream(scratch, plan)
+        result = db.restore_stream(scratch, plan)
         problems += result.problems
         if result.committed:
             check = check_database(scratch.conninfo, result.tables, plan.schemas,
-                                   settings.get("verify.recent") or [])
+                                   settings.get("verify.recent") or [], db=db)
             problems += check.problems
     except OpsError as exc:
         problems.append(exc.message)
     finally:
-        pg.drop_database(server.conninfo, name)
+        db.drop_database(server.conninfo, name)
     seconds = time.monotonic() - started
     tables = result.tables if result is not None else {}
     passed = bool(result is not None and result.committed and not problems)
@@ -203,7 +210,8 @@ def rehearse(settings: Any, path: Path, *, tag: str | None = None, sha256: str |
                if passed else f"failed after {seconds:.1f} s: {problems[0] if problems else 'no result'}")
     audit.record(settings, "restore.test", target=scratch.redacted, outcome="pass" if passed else "fail",
                  passed=passed, tag=tag, sha256=sha256, backup=path.name, duration_s=round(seconds, 3),
-                 tables=tables, problems=problems[:20], scratch=name)
+                 tables=tables, problems=problems[:20], scratch=name,
+                 **({"via": db.name} if db.remote else {}))
     return Rehearsal(passed, summary, seconds, tables, result, check)
 
 
@@ -269,49 +277,58 @@ def check(c, url=None, backup=None, schemas=None, json=False):
 @task(help={"tag": "Backup release tag (default: the newest)", "file": "Restore this local file instead",
             "yes": "Do not ask for confirmation (the guard still decides)", "dry_run": "Print the plan; change nothing",
             "schemas": SCHEMAS_HELP, "create_roles": "Create roles that policies name and staging lacks (NOLOGIN)",
-            "dest": "Download directory"})
-def staging(c, tag=None, file=None, yes=False, dry_run=False, schemas=None, create_roles=False, dest=None):
+            "dest": "Download directory", "via": VIA_HELP})
+def staging(c, tag=None, file=None, yes=False, dry_run=False, schemas=None, create_roles=False, dest=None, via=None):
     """Restore a backup into staging: download, verify, guard, confirm, restore (one transaction), check."""
     from . import audit, guard, restorer
     from .config import Settings
+    from .via import reach
 
     settings = Settings.from_context(c)
     url = settings.require_env("STAGING_DATABASE_URL", "the database restore.staging replaces")
-    restorer.find_psql(str(settings.get("restore.psql") or "psql"))   # before anything is downloaded
-    target = guard.require(settings, url, action="restore.staging")     # exit 3 on production, nothing touched
-    backup = resolve_backup(settings, tag, file, dest)
-    plan = restorer.plan_from_settings(settings, backup.path, schemas=restorer.configured_scope(settings, schemas),
-                                       create_roles=create_roles, sha256=backup.sha256, tag=backup.tag)
-    if dry_run:
-        result = restorer.restore_stream(target, plan, dry_run=True)
-        print(render_plan(target, backup, result))
-        return result.raise_for_failure()
-    if not yes:
-        confirm(target, backup, plan.schemas)
-    result = restore_with_progress(target, plan)
-    print(f"restore of {backup.path.name} into {target.redacted}:\n{result.render()}")
-    audit.record(settings, "restore.staging", target=target.redacted, outcome="ok" if result.ok else "failed",
-                 tag=backup.tag, sha256=backup.sha256, tables=result.tables, problems=result.problems[:20],
-                 steps={s.name: round(s.seconds, 3) for s in result.steps})
-    result.raise_for_failure()
-    finish_check(settings, target, result)
+    with reach(settings, via) as db:
+        db.find_psql()                                                   # before anything is downloaded
+        target = guard.require(settings, url, action="restore.staging", vantage=db.vantage)  # exit 3 on production
+        backup = resolve_backup(settings, tag, file, dest)
+        plan = restorer.plan_from_settings(settings, backup.path, create_roles=create_roles, sha256=backup.sha256,
+                                           schemas=restorer.configured_scope(settings, schemas), tag=backup.tag)
+        if dry_run:
+            result = db.restore_stream(target, plan, dry_run=True)
+            print(render_plan(target, backup, result))
+            return result.raise_for_failure()
+        if not yes:
+            confirm(target, backup, plan.schemas)
+        result = restore_with_progress(target, plan, db)
+        print(f"restore of {backup.path.name} into {target.redacted}"
+              + (f" through {db.name}" if db.remote else "") + f":\n{result.render()}")
+        if db.remote:
+            print(psql_report(result, db.name))
+        audit.record(settings, "restore.staging", target=target.redacted, outcome="ok" if result.ok else "failed",
+                     tag=backup.tag, sha256=backup.sha256, tables=result.tables, problems=result.problems[:20],
+                     steps={s.name: round(s.seconds, 3) for s in result.steps},
+                     **({"via": db.name} if db.remote else {}))
+        result.raise_for_failure()
+        finish_check(settings, target, result, db)
 
 
 @task(help={"tag": "Backup release tag (default: the newest)", "file": "Rehearse this local file instead",
             "url": "Server to make the scratch database on (default: the staging server, $STAGING_DATABASE_URL)",
-            "schemas": SCHEMAS_HELP, "dest": "Download directory"})
-def test(c, tag=None, file=None, url=None, schemas=None, dest=None):
+            "schemas": SCHEMAS_HELP, "dest": "Download directory", "via": VIA_HELP})
+def test(c, tag=None, file=None, url=None, schemas=None, dest=None, via=None):
     """Rehearse a restore into a scratch database, check it, drop it; the result goes into the audit log."""
-    from . import restorer
     from .config import Settings
     from .errors import VerificationFailed
+    from .via import reach
 
     settings = Settings.from_context(c)
-    restorer.find_psql(str(settings.get("restore.psql") or "psql"))
-    backup = resolve_backup(settings, tag, file, dest)
-    got = rehearse(settings, backup.path, tag=backup.tag, sha256=backup.sha256, url=url, schemas=schemas)
+    with reach(settings, via) as db:
+        db.find_psql()
+        backup = resolve_backup(settings, tag, file, dest)
+        got = rehearse(settings, backup.path, tag=backup.tag, sha256=backup.sha256, url=url, schemas=schemas, db=db)
     if got.result is not None:
         print(got.result.render())
+        if db.remote:
+            print(psql_report(got.result, db.name))
     if got.check is not None:
         print(got.check.render())
     print(f"restore.test of {backup.path.name} (sha256 {backup.sha256}): {'PASSED' if got.passed else 'FAILED'}, "
@@ -321,19 +338,33 @@ def test(c, tag=None, file=None, url=None, schemas=None, dest=None):
                                  hint="the scratch database was dropped; look at the report above")
 
 
-def restore_with_progress(target: Any, plan: Any) -> Any:
+def restore_with_progress(target: Any, plan: Any, db: Any = None) -> Any:
     from . import download, restorer
+    from .via import Direct
 
     total = restorer.estimated_size(plan.backup)
     with download.ProgressBar(f"restoring {plan.backup.name}", total) as bar:
-        return restorer.restore_stream(target, plan, progress=bar)
+        return (db or Direct(None)).restore_stream(target, plan, progress=bar)
 
 
-def finish_check(settings: Any, target: Any, result: Any) -> None:
+def psql_report(result: Any, where: str) -> str:
+    """psql's exit status (and, when it failed, the end of its output) for a restore run on a bastion."""
+    psql = result.psql
+    if psql is None:
+        return f"psql on {where}: not started"
+    lines = [f"psql on {where}: {psql.describe()}"]
+    if not psql.ok:
+        tail = [line for line in psql.stderr.strip().splitlines() if line.strip()][-20:]
+        lines += [f"  {line}" for line in tail]
+    return "\n".join(lines)
+
+
+def finish_check(settings: Any, target: Any, result: Any, db: Any = None) -> None:
     """After the commit: the counts were compared inside the transaction; now the recent-data queries."""
     from .errors import VerificationFailed
 
-    report = check_database(target.conninfo, result.tables, None, settings.get("verify.recent") or [], counts=False)
+    report = check_database(target.conninfo, result.tables, None, settings.get("verify.recent") or [], counts=False,
+                            db=db)
     print(f"check: {len(result.tables)} tables hold exactly the backup's rows (compared before COMMIT)")
     if report.recent:
         print(report.render())
