@@ -16,13 +16,13 @@ from typing import Any
 
 from . import pg
 from .errors import ConfigError
-from .remote_psql import BEGIN, COMMIT, PsqlResult
+from .remote_psql import BEGIN, COMMIT, PsqlFeed, PsqlResult
 
 MIN_PSQL = (13, 0)
 STDERR_LIMIT = 1 << 16
 
 
-class LocalPsql:
+class LocalPsql(PsqlFeed):
     """psql on this machine, fed from an iterator of bytes; the same contract as `ops.remote_psql.RemotePsql`:
     BEGIN first, COMMIT only after the iterator ended normally, psql killed (so the server rolls back) when the
     iterator raises or `abort()` is called. One `run()` per instance.
@@ -36,19 +36,10 @@ class LocalPsql:
         if any(a in ("-1", "--single-transaction") for a in args):
             raise ConfigError("--single-transaction would COMMIT a truncated stream",
                               hint="leave it out: the restore sends BEGIN/COMMIT itself")
+        super().__init__(atomic=atomic)
         self.argv = pg.psql_argv(psql, on_error_stop=on_error_stop, extra=args)
         self.env = dict(env)
-        self.atomic = atomic
-        self._abort = threading.Event()
-        self._reason = ""
         self._proc: subprocess.Popen[bytes] | None = None
-        self.commit_sent = False
-
-    def abort(self, reason: str = "aborted") -> None:
-        if not self._abort.is_set():
-            self._reason = reason
-            self._abort.set()
-        self._kill()
 
     def _kill(self) -> None:
         proc = self._proc
@@ -85,12 +76,9 @@ class LocalPsql:
         except BrokenPipeError:
             pass                                        # psql stopped reading: its own error (ON_ERROR_STOP)
         except BaseException as exc:                    # the stream failed (refused dump, gzip error, Ctrl-C)
-            if not self._abort.is_set():
-                self._reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                self._abort.set()
+            self._stopped_by(exc)
             if isinstance(exc, KeyboardInterrupt):
                 interrupt = exc
-        self.commit_sent = False
         if self._abort.is_set():
             self._kill()
         elif proc.poll() is None:
@@ -117,11 +105,7 @@ class LocalPsql:
             pass
         if interrupt is not None:
             raise interrupt
-        aborted = self._abort.is_set()
-        code = None if exited < 0 else exited
-        return PsqlResult(exited=code, stdout=out.text(), stderr=err.text(), bytes_sent=sent,
-                          committed=self.commit_sent and code == 0 and not aborted, aborted=aborted,
-                          reason=self._reason if aborted else "")
+        return self._result(None if exited < 0 else exited, out.text(), err.text(), sent)
 
 
 class _Tail:

@@ -80,11 +80,45 @@ def remote_command(env: Mapping[str, str], *, psql: str = "psql", args: Iterable
     return "sh -c " + shlex.quote(f"{prologue}; unset PGPASSFILE; exec {launch}")
 
 
-class RemotePsql:
+class PsqlFeed:
+    """What both psql runners (RemotePsql here, ops.localpsql.LocalPsql) share: `abort()` from any thread, why the
+    stream stopped, whether COMMIT went out, and the PsqlResult they return. A subclass kills its psql in `_kill()`."""
+
+    def __init__(self, *, atomic: bool = True):
+        self.atomic = atomic
+        self.commit_sent = False   # COMMIT (possibly) went out: after a Ctrl-C, the outcome is then unknown
+        self._abort = threading.Event()
+        self._reason = ""
+
+    def abort(self, reason: str = "aborted") -> None:
+        """Stop the stream now (thread-safe): kill psql; nothing is committed."""
+        if not self._abort.is_set():
+            self._reason = reason
+            self._abort.set()
+        self._kill()
+
+    def _kill(self) -> None:
+        raise NotImplementedError
+
+    def _stopped_by(self, exc: BaseException) -> None:
+        """The stream failed (the iterator raised, Ctrl-C): remember why, unless it was stopped already."""
+        if not self._abort.is_set():
+            self._reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            self._abort.set()
+
+    def _result(self, exited: int | None, stdout: str, stderr: str, sent: int) -> PsqlResult:
+        aborted = self._abort.is_set()
+        return PsqlResult(exited=exited, stdout=stdout, stderr=stderr, bytes_sent=sent,
+                          committed=self.commit_sent and exited == 0 and not aborted, aborted=aborted,
+                          reason=self._reason if aborted else "")
+
+
+class RemotePsql(PsqlFeed):
     """psql on the other end of a Fabric connection, fed from an iterator of bytes. One `run()` per instance."""
 
     def __init__(self, cxn: Any, env: Mapping[str, str], *, psql: str = "psql", args: Iterable[str] = (),
                  atomic: bool = True, on_error_stop: bool = True, timeout: float | None = None):
+        super().__init__(atomic=atomic)
         env = dict(env)
         self.password = env.pop("PGPASSWORD", None)
         env.pop("PGPASSFILE", None)
@@ -94,23 +128,12 @@ class RemotePsql:
         self.cxn = cxn
         self.command = remote_command(env, psql=psql, args=args, on_error_stop=on_error_stop,
                                       password=self.password is not None)
-        self.atomic = atomic
         self.timeout = timeout
-        self.commit_sent = False   # COMMIT (possibly) went out: after a Ctrl-C, the outcome is then unknown
-        self._abort = threading.Event()
-        self._reason = ""
         self._pid: int | None = None
         self._pid_seen = threading.Event()
         self._channel: Any = None
 
     # -- control ---------------------------------------------------------------------------------------------------
-    def abort(self, reason: str = "aborted") -> None:
-        """Stop the stream now (thread-safe): kill the remote psql; nothing is committed."""
-        if not self._abort.is_set():
-            self._reason = reason
-            self._abort.set()
-        self._kill()
-
     def _kill(self) -> None:
         if self._pid is None:
             return
@@ -155,17 +178,14 @@ class RemotePsql:
         except BaseException as exc:  # the iterator failed (bad gzip, Ctrl-C), or the channel broke
             error = exc
             psql_ended = isinstance(exc, OSError) and chan.status_event.wait(5)  # psql stopped reading: its own error
-            if not self._abort.is_set() and not psql_ended:
-                self._reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                self._abort.set()
+            if not psql_ended:
+                self._stopped_by(exc)
         finished = not self._abort.is_set() and not chan.exit_status_ready()
-        committed_sent = False
         if finished:
             try:
                 if self.atomic:
                     self.commit_sent = True    # before sendall: psql runs a COMMIT cut short by EOF all the same
                     chan.sendall(COMMIT)
-                    committed_sent = True
                 chan.shutdown_write()  # EOF: psql ends (with COMMIT sent, the transaction is committed)
             except OSError as exc:
                 error = error or exc
@@ -178,11 +198,7 @@ class RemotePsql:
         chan.close()
         if isinstance(error, KeyboardInterrupt):
             raise error
-        aborted = self._abort.is_set()
-        stderr = self._clean_stderr(bytes(err))
-        return PsqlResult(exited=exited, stdout=out.decode("utf-8", "replace"), stderr=stderr, bytes_sent=sent,
-                          committed=committed_sent and exited == 0 and not aborted, aborted=aborted,
-                          reason=self._reason if aborted else "")
+        return self._result(exited, out.decode("utf-8", "replace"), self._clean_stderr(bytes(err)), sent)
 
     def _wait(self, chan: Any) -> int | None:
         if self.timeout is None:
