@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
+from . import retention
+
 # The runbook's seven steps, with the extra ones the issue adds; keys are used in the audit log.
 STEPS: tuple[tuple[str, str], ...] = (
     ("approval", "0  approval and guard"),
@@ -335,11 +337,11 @@ def sentry_query(started: datetime, now: datetime) -> str:
 
 
 def parse_time(text: str) -> datetime | None:
+    """An API timestamp as an aware UTC datetime (retention.parse_time), or None when it is not one."""
     try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return retention.parse_time(text)
     except (TypeError, ValueError):
         return None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 def first_seen_since(issues: Iterable[Any], started: datetime) -> list[Any]:
