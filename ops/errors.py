@@ -6,6 +6,8 @@
      ├── VerificationFailed  a backup or a restored database is not what it should be
      └── GuardRefused        the guard refused a target or an action: exit status 3
 
+A subclass may set its own `exit_code` (restorer.RestoreInterrupted: 130, as for Ctrl-C). The task wrapper also
+turns Ctrl-C into exit status 130 and a closed stdout (`inv ... | head`) into 141, quietly.
 Anything else that escapes a task is a bug and shows a traceback.
 """
 from __future__ import annotations
