@@ -38,8 +38,10 @@ def keygen(c, out, comment=None):
             "sha256": "The backup's SHA-256, if you checked it yourself",
             "file": "A downloaded backup: its SHA-256 (checked against FILE.sha256 if present) is approved",
             "minutes": "With --action terminate-idle: the idle age approved (`emergency.db --terminate-idle N` "
-                       "must use the same N)"})
-def approve(c, tag=None, ttl=None, reason=None, action=None, sha256=None, file=None, minutes=None):
+                       "must use the same N)",
+            "via": "Name production as seen from this bastion, for an operator who will run `--via` it (the names "
+                   "in DATABASE_URL are resolved there; the database is not connected to)"})
+def approve(c, tag=None, ttl=None, reason=None, action=None, sha256=None, file=None, minutes=None, via=None):
     """Approve an emergency action (as the second person): print a signed, single-use approval token.
 
     Run by an approver, not the operator. The private key comes from the file OPS_APPROVER_KEY names. The token
@@ -64,7 +66,7 @@ def approve(c, tag=None, ttl=None, reason=None, action=None, sha256=None, file=N
                           hint="inv emergency.approve --action terminate-idle --minutes N [--ttl 30m] [--reason TEXT]")
     seconds = tokens.parse_ttl(ttl or "30m")
     key = approval.approver_key(settings)
-    params = {"target": approval.production_identity(settings)}
+    params = {"target": approval.production_identity(settings) if not via else _identity_via(settings, via)}
     if action == "restore":
         params |= {"tag": tag, "sha256": approval.backup_sha256(settings, tag, sha256=sha256, file=file)}
     if action == "terminate-idle":
@@ -77,4 +79,18 @@ def approve(c, tag=None, ttl=None, reason=None, action=None, sha256=None, file=N
          f"approver key {body.get('key_id')}, nonce {body.get('nonce')}, "
          f"expires {tokens.iso_time(body.get('expires_at', 0))} ({seconds} s); single use")
     print(token)
+
+
+def _identity_via(settings: Settings, via: str) -> str:
+    """Production's identity as the guard computes it on the bastion (`inv emergency.restore --via` does)."""
+    from . import guard
+    from .via import reach
+
+    url = settings.require_env("DATABASE_URL", "the approval names the production database it is for")
+    with reach(settings, via) as db:
+        target = guard.judge(settings, url, read_db_marker=False, vantage=db.vantage)
+    if target.error or not target.identity:
+        raise ConfigError(f"DATABASE_URL cannot be understood: {target.error}",
+                          hint="`inv guard.check \"$DATABASE_URL\"` explains how the guard reads it")
+    return target.identity
 

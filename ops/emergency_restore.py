@@ -2,6 +2,7 @@
 
     inv emergency.restore --approve TOKEN [--tag TAG | --file FILE] [--confirm DBNAME] [--dry-run]
                           [--maintenance suspend|page] [--keep-suspended] [--skip-rehearsal REASON] [--notify]
+                          [--via BASTION]
     inv emergency.audit [--verify] [--run RUN] [--record RUN]
 
 The recipe, in order, each step printed with its outcome and timing and recorded in the audit log:
@@ -18,6 +19,11 @@ The recipe, in order, each step printed with its outcome and timing and recorded
   7  post-restore verification: health, critical endpoints, new Sentry issues, newest rows; a summary table
 Exit status 0: restored and every check passed; 1: anything failed (the message says what production holds
 and how to put the snapshot back); 3: refused (nothing was changed).
+
+`--via BASTION` is for a production database that answers only from a bastion (ops.via): the guard judges it from
+there, the snapshot's pg_dump and the restore's psql run there over SSH (the dump streams to psql, the snapshot
+streams back here; nothing is left on the bastion), and every count and check is asked there. The rehearsal on
+staging goes through the same bastion.
 
 `--dry-run` runs every check (token, guard, download, verify, API reachability) and prints the plan: no
 suspend, no snapshot, no restore, and the approval is not used up. It is enforced where the effects are: the
@@ -64,6 +70,7 @@ class Options:
     notify: bool = False
     dest: str | None = None
     schemas: list[str] | None = None
+    via: str | None = None           # a bastion (ops.hosts name or [user@]host[:port]): the database answers there
 
 
 @dataclass
@@ -120,6 +127,7 @@ class Recipe:
     failed_step: str | None = None
     refused: bool = False
     record_path: Path | None = None
+    db: Any = None                   # ops.via: Direct (this machine) or Bastion (--via), set for the run
 
     def __post_init__(self) -> None:
         if not self.run_id:
@@ -184,9 +192,12 @@ class Recipe:
 
     # -- the whole run -------------------------------------------------------------------------------------------------
     def run(self) -> Verdict:
+        from . import via
+
         error: BaseException | None = None
         try:
-            self._run()
+            with via.reach(self.settings, self.opts.via) as self.db:
+                self._run()
         except GuardRefused as exc:
             self.refused, error = True, exc
         except (OpsError, KeyboardInterrupt) as exc:
@@ -245,11 +256,12 @@ class Recipe:
         check = approvals.approval_checker(self.settings, self.opts.approve, "restore",
                                            {"tag": self.opts.tag, "sha256": sha})
         self.target = guard.require(self.settings, url, action="emergency.restore", emergency=True,
-                                    approval=cast(Any, check))
+                                    approval=cast(Any, check), vantage=self.db.vantage)
         a = self.approval = check.approval
         assert a is not None    # the guard called the checker on this production target, or raised
         return Done(f"{self.target.dbname}: approved by {a.approver or '?'} (key {a.key_id}), nonce {a.nonce}, "
-                    f"expires {_iso(a.expires_at)}; reason: {a.reason or '-'}")
+                    f"expires {_iso(a.expires_at)}; reason: {a.reason or '-'}"
+                    + (f"; judged from {self.db.name}" if self.db.remote else ""))
 
     def _recheck(self, sha256: str) -> Any:
         from . import approval as approvals
@@ -258,7 +270,7 @@ class Recipe:
         check = approvals.approval_checker(self.settings, self.opts.approve or "", "restore",
                                            {"tag": self.tag, "sha256": sha256})
         guard.require(self.settings, self.target.url, action="emergency.restore", emergency=True,
-                      approval=cast(Any, check))
+                      approval=cast(Any, check), vantage=self.db.vantage)
         return check
 
     def _use_approval(self) -> Done:
@@ -275,15 +287,14 @@ class Recipe:
         from . import maintenance, pg
         from .clients.render import Render
 
-        from . import backup as backups
-        from . import restorer
-
-        server = pg.server_version(self.target.conninfo)
-        psql, psql_version = restorer.find_psql(str(self.settings.get("restore.psql") or "psql"))
-        pg_dump = backups.find_pg_dump(self.settings, server)     # at least the server's major: the snapshot
+        server = self.db.server_version(self.target.conninfo)
+        psql, psql_version = self.db.find_psql()
+        pg_dump, pg_dump_version = self.db.find_pg_dump(server)   # at least the server's major: the snapshot
         tools = [f"psql {'.'.join(map(str, psql_version))}",
-                 f"pg_dump {'.'.join(map(str, pg.tool_version(pg_dump)))}",
+                 f"pg_dump {'.'.join(map(str, pg_dump_version))}",
                  "server {}.{}".format(*pg.version_tuple(server))]
+        if self.db.remote:
+            tools[-1] += f" (psql, pg_dump and the database reached on {self.db.name})"
         health_url = self.settings.get("app.health_url")
         if not health_url:
             raise ConfigError("setting ops.app.health_url is not set (step 6 waits for it to answer 200)",
@@ -363,11 +374,9 @@ class Recipe:
                     "untouched" + ("; adapted: " + "; ".join(adapted) if adapted else ""))
 
     def _engine(self, *, dry_run: bool) -> Any:
-        from . import restorer
-
         assert self.backup is not None
-        return restorer.restore(self.settings, self.target, self.backup.path, schemas=self.schemas,
-                                dry_run=dry_run, production=True, sha256=self.backup.sha256, tag=self.tag)
+        return self.db.restore(self.target, self.backup.path, schemas=self.schemas, dry_run=dry_run,
+                               production=True, sha256=self.backup.sha256, tag=self.tag)
 
     def _backup_dir(self) -> Path:
         configured = self.opts.dest or self.settings.get("restore.backup_dir")
@@ -395,7 +404,7 @@ class Recipe:
 
         assert self.backup is not None
         result = restore_tasks.rehearse(self.settings, self.backup.path, tag=self.tag, sha256=self.backup.sha256,
-                                        schemas=self.opts.schemas)
+                                        schemas=self.opts.schemas, db=self.db)
         if not result.passed:
             raise VerificationFailed(f"the rehearsal on staging failed: {result.summary}",
                                      hint="production was not touched; read the rehearsal report, or pick another "
@@ -418,27 +427,23 @@ class Recipe:
                               hint="run again (the name changes each run) or move the old file away")
         if self.opts.dry_run:
             return Done(f"would write {path} (pg_dump with the backup flags, verified)", Outcome.PLANNED)
-        from . import backup as backups
-
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise ConfigError(f"cannot create the snapshot directory {path.parent}: {exc.strerror}",
                               hint="set ops.emergency.snapshot_dir to a writable directory with room for a dump "
                                    "of production") from None
-        made = backups.dump_to(self.settings, self.target, path)
+        made = self.db.dump_to(self.target, path)       # pg_dump here, or on the bastion streaming back here
         self.snapshot = Snapshot(Path(made.path), made.sha256, label)
         self.out(f"    snapshot: {made.path}")
         return Done(f"{made.path} ({made.size} bytes, sha256 {made.sha256}), verified")
 
     # -- 2b: plan and confirmation -------------------------------------------------------------------------------------
     def _plan_and_confirm(self) -> Done:
-        from . import pg
-
         assert self.backup is not None
-        now_counts = pg.table_counts(self.target.conninfo, self.schemas)
+        now_counts = self.db.table_counts(self.target.conninfo, self.schemas)
         self.discard = ep.discard_rows(now_counts, self.backup.tables, self.schemas)
-        sessions = list_sessions(self.target.conninfo)
+        sessions = self.db.list_sessions(self.target.conninfo)
         plan = ep.Plan(
             target=self.target.redacted, dbname=self.target.dbname, tag=self.tag, sha256=self.backup.sha256,
             backup_file=str(self.backup.path), backup_size=self.backup.size, backup_tables=len(self.backup.tables),
@@ -519,7 +524,7 @@ class Recipe:
             self.failed_step = "resume"
 
     def _end_sessions(self) -> str:
-        ended = end_sessions(self.target.conninfo, dry_run=self.opts.dry_run)
+        ended = self.db.end_sessions(self.target.conninfo, dry_run=self.opts.dry_run)
         done = [s for s in ended if s.get("terminated")]
         missed = [s for s in ended if not s.get("terminated")]
         text = f"ended {len(done)} session(s)" + (": " + "; ".join(ep.session_line(s) for s in done) if done else "")
@@ -556,7 +561,7 @@ class Recipe:
 
         assert self.backup is not None
         report = restore_tasks.check_database(self.target.conninfo, self.backup.tables, self.schemas,
-                                              self.settings.get("verify.recent") or [])
+                                              self.settings.get("verify.recent") or [], db=self.db)
         if not report.ok:
             raise VerificationFailed("after the restore: " + "; ".join(report.problems[:5]),
                                      hint="production holds the restored data (it committed); compare with the "
@@ -583,9 +588,7 @@ class Recipe:
                 self.checks.append(Check(f"endpoint {probe.url}", probe.ok,
                                          f"{probe.status} in {probe.latency_ms:.0f} ms" if probe.ok else probe.error))
         self.checks.append(self._sentry_check())
-        from . import restorer
-
-        for r in restorer.recent_data(self.target.conninfo, self.settings.get("verify.recent") or []):
+        for r in self.db.recent_data(self.target.conninfo, self.settings.get("verify.recent") or []):
             self.checks.append(Check(f"newest row of {r['table']}", not r.get("error"),
                                      r.get("error") or f"{r['rows']} rows, newest {r['newest']}"))
         failed = [c for c in self.checks if c.ok is False]
@@ -707,48 +710,6 @@ def _iso(unix_seconds: int) -> str:
     return datetime.fromtimestamp(unix_seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-# -- effects: the sessions connected to production (PostgreSQL) --------------------------------------------------------
-SESSIONS = """
-SELECT pid, usename, application_name, coalesce(host(client_addr), 'local') AS client, state
-  FROM pg_stat_activity
- WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
- ORDER BY pid
-"""
-
-
-def list_sessions(conninfo: str) -> list[dict[str, Any]]:
-    """The other client sessions connected to the target database (poolers and realtime outlive a suspend)."""
-    from . import pg
-
-    with pg.connect(conninfo, autocommit=True) as conn:
-        cur = conn.execute(SESSIONS)
-        names = [d.name for d in cur.description or []]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
-
-
-def end_sessions(conninfo: str, *, dry_run: bool) -> list[dict[str, Any]]:
-    """End every other client session in the target database (pg_terminate_backend, listed and ended on one
-    connection, so our own never counts); refuses in a dry run. Each session comes back with `terminated`."""
-    from . import pg
-    from .clients.base import DryRunRefused
-
-    if dry_run:
-        raise DryRunRefused("end the sessions connected to the database (pg_terminate_backend)")
-    out = []
-    with pg.connect(conninfo, autocommit=True) as conn:
-        cur = conn.execute(SESSIONS)
-        names = [d.name for d in cur.description or []]
-        for row in cur.fetchall():
-            s = dict(zip(names, row))
-            try:
-                ended = conn.execute("SELECT pg_terminate_backend(%s)", (s["pid"],)).fetchone()
-                s["terminated"] = bool(ended and ended[0])
-            except Exception as exc:  # psycopg.Error: not allowed to signal that backend  # noqa: BLE001
-                s["terminated"], s["error"] = False, type(exc).__name__
-            out.append(s)
-    return out
-
-
 # -- tasks -------------------------------------------------------------------------------------------------------------
 @task(auto_shortflags=False, help={
     "approve": "The approval token an approver made with `inv emergency.approve --tag TAG` (required)",
@@ -762,9 +723,11 @@ def end_sessions(conninfo: str, *, dry_run: bool) -> list[dict[str, Any]]:
     "notify": "Open a GitHub issue (labels production, incident) at the start; comment at the end; close it on success",
     "dest": "Directory for the downloaded backup (default ops.restore.backup_dir or the state directory)",
     "schemas": "Schemas to restore, comma-separated, or 'all' (default ops.restore.schemas)",
+    "via": "Reach production through this bastion (a name in ops.hosts, or user@host:port): the guard judges it "
+           "from there, pg_dump and psql run there over SSH (the snapshot streams back here), nothing is left there",
 })
 def restore(c, approve=None, tag=None, file=None, confirm=None, dry_run=False, keep_suspended=False,
-            maintenance=None, skip_rehearsal=None, notify=False, dest=None, schemas=None):
+            maintenance=None, skip_rehearsal=None, notify=False, dest=None, schemas=None, via=None):
     """Restore production from a backup, with a signed two-person approval (the runbook's seven steps).
 
     Without --approve it explains how to get one. Every step is printed with its outcome and timing and goes into
@@ -779,7 +742,7 @@ def restore(c, approve=None, tag=None, file=None, confirm=None, dry_run=False, k
         raise ConfigError("--skip-rehearsal needs a reason", hint='--skip-rehearsal "why it is skipped"')
     opts = Options(approve=approve, tag=tag, file=file, confirm=confirm, dry_run=bool(dry_run),
                    keep_suspended=bool(keep_suspended), maintenance=mode, skip_rehearsal=skip_rehearsal,
-                   notify=bool(notify), dest=dest,
+                   notify=bool(notify), dest=dest, via=via or None,
                    schemas=[s.strip() for s in schemas.split(",") if s.strip()] if schemas else None)
     Recipe(settings, opts).run()
 

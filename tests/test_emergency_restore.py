@@ -334,7 +334,8 @@ REFUSALS = {
     "unknown-key": lambda w: w.token(key=_other_key(w)),
     "malformed": lambda w: "opsapprove1.not-a-token",
     "wrong-action": lambda w: tokens.mint(w.key, "terminate-idle",
-                                          {"target": approval.production_identity(w.settings)}, "30m", "", time.time()),
+                                          {"target": approval.production_identity(w.settings), "minutes": "5"},
+                                          "30m", "", time.time()),
 }
 
 

@@ -6,6 +6,7 @@ compare a restore through the bastion with a direct one, row for row).
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import subprocess
@@ -19,6 +20,7 @@ import psycopg
 import pytest
 from invoke import Config, Context
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from ops import audit, guard, pg, restore, restorer, sandbox, via
 from ops.config import Settings
@@ -62,6 +64,37 @@ def exit_code(fn, *args, **kwargs) -> int:
     except invoke.Exit as exc:
         return exc.code
     return 0
+
+
+@contextlib.contextmanager
+def unreachable_from_here(*urls: str, prefixes: tuple[str, ...] = ()):
+    """Inside the block, this process cannot reach these databases (nor any whose name starts with a prefix):
+    psycopg and a local psql or pg_dump refuse them, as on a laptop where only the bastion reaches the database.
+    (The bastion, a separate sshd process, is unaffected.) Yields the list of attempts, which should stay empty."""
+    names = {conninfo_to_dict(u)["dbname"] for u in urls}
+    blocked = lambda name: bool(name) and (name in names or name.startswith(prefixes or ("\0",)))  # noqa: E731
+    real_connect, real_popen = psycopg.connect, subprocess.Popen
+    attempts: list[str] = []
+
+    def connect(conninfo: str = "", **kw):
+        name = kw.get("dbname") or conninfo_to_dict(conninfo).get("dbname")
+        if blocked(name):
+            attempts.append(f"psycopg -> {name}")
+            raise psycopg.OperationalError(f"{name} is unreachable from here (only the bastion reaches it)")
+        return real_connect(conninfo, **kw)
+
+    class Popen(real_popen):
+        def __init__(self, args, *a, **kw):
+            tool, name = Path(str(list(args)[0])).name, (kw.get("env") or {}).get("PGDATABASE")
+            if tool in ("psql", "pg_dump") and blocked(name):
+                attempts.append(f"{tool} -> {name}")
+                raise OSError(f"{name} is unreachable from here (only the bastion reaches it)")
+            super().__init__(args, *a, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(psycopg, "connect", connect)
+        mp.setattr(subprocess, "Popen", Popen)
+        yield attempts
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +196,9 @@ def test_restore_through_via_gives_the_same_rows_as_a_direct_one(sshd, lottery, 
     restore.staging(ctx(ops), file=str(lottery.path), yes=True)
     monkeypatch.setenv("STAGING_DATABASE_URL", via_db)
     capsys.readouterr()
-    restore.staging(ctx(ops), file=str(lottery.path), yes=True, via="box")
+    with unreachable_from_here(via_db) as attempts:
+        restore.staging(ctx(ops), file=str(lottery.path), yes=True, via="box")
+    assert attempts == []
     out = capsys.readouterr().out
     assert pg.table_counts(via_db, ["public"]) == pg.table_counts(direct_db, ["public"]) == lottery.counts
     assert checksums(via_db) == checksums(direct_db) == lottery.sums
@@ -184,7 +219,9 @@ def test_a_failing_restore_through_via_reports_psql_and_changes_nothing(sshd, lo
                      'CREATE SCHEMA reports; CREATE VIEW reports.v AS SELECT id FROM public."User"')
     before = checksums(target)
     monkeypatch.setenv("STAGING_DATABASE_URL", target)
-    assert exit_code(restore.staging, ctx(ops_for(sshd, tmp_path)), file=str(lottery.path), yes=True, via="box") == 1
+    with unreachable_from_here(target):
+        assert exit_code(restore.staging, ctx(ops_for(sshd, tmp_path)), file=str(lottery.path), yes=True,
+                         via="box") == 1
     out = capsys.readouterr().out
     assert "psql on the bastion 127.0.0.1: psql exited 3" in out and "ERROR:" in out
     assert checksums(target) == before
@@ -208,7 +245,7 @@ def test_a_production_target_through_via_exits_3_and_touches_nothing(sshd, lotte
     for url, why in ((production_url, "contains 'production'"), (marked, "marked production")):
         before = pg.table_counts(url)
         monkeypatch.setenv("STAGING_DATABASE_URL", url)
-        with pytest.raises(invoke.Exit) as refused:
+        with pytest.raises(invoke.Exit) as refused, unreachable_from_here(url):
             restore.staging(ctx(ops), file=str(lottery.path), yes=True, via="box")
         assert refused.value.code == 3 and why in refused.value.message
         assert pg.table_counts(url) == before
@@ -240,7 +277,9 @@ def test_restore_test_through_via_rehearses_there_and_drops_the_scratch(sshd, lo
                                                                         monkeypatch, capsys):
     ops = ops_for(sshd, tmp_path)
     monkeypatch.setenv("STAGING_DATABASE_URL", pg_server.url("postgres"))
-    restore.test(ctx(ops), file=str(lottery.path), via="box")
+    with unreachable_from_here(prefixes=(guard.SCRATCH_PREFIX,)) as attempts:
+        restore.test(ctx(ops), file=str(lottery.path), via="box")
+    assert attempts == []
     assert "PASSED" in capsys.readouterr().out
     (entry,) = [e for e in audit.entries(Settings.from_dict(ops=ops)) if e["action"] == "restore.test"]
     assert entry["details"]["passed"] and entry["details"]["via"] == "the bastion 127.0.0.1"
@@ -288,15 +327,72 @@ def test_the_password_is_on_no_remote_command_line(sshd, lottery, password_role,
     watch = ProcessWatch(password)
     watch.start()
     try:
-        restore.staging(ctx(ops_for(sshd, tmp_path)), file=str(lottery.path), yes=True, via="box")
-        with via.reach(settings, "box") as db:     # and the snapshot path: pg_dump there, the file here
-            made = db.dump_to(guard.judge(settings, url, vantage=db.vantage), tmp_path / "snap.sql.gz")
+        with unreachable_from_here(url) as attempts:
+            restore.staging(ctx(ops_for(sshd, tmp_path)), file=str(lottery.path), yes=True, via="box")
+            with via.reach(settings, "box") as db:     # and the snapshot path: pg_dump there, the file here
+                made = db.dump_to(guard.judge(settings, url, vantage=db.vantage), tmp_path / "snap.sql.gz")
     finally:
         watch.stop()
-    assert watch.on_command_line == []
+    assert attempts == [] and watch.on_command_line == []
     assert {b"psql", b"pg_dump"} <= watch.in_environment       # delivered, through the environment only
     assert pg.table_counts(url, ["public"]) == lottery.counts  # a scram login that needed the password worked
     assert made.report.ok and made.report.tables == lottery.counts
     out = capsys.readouterr()
     assert password not in out.out + out.err
     assert password not in Path(settings.audit_log).read_text()
+
+
+# -- emergency.restore --via ------------------------------------------------------------------------------------------
+from tests.test_emergency_restore import assert_no_secret, assert_resumed, run, state_of  # noqa: E402
+from tests.test_emergency_restore import world  # noqa: E402,F401  (fixture)
+
+
+def via_settings(world, sshd) -> Settings:
+    return Settings.from_dict(ops={**world.settings.ops, **sshd.settings_ops(known_hosts=world.tmp / "known_hosts")},
+                              env=world.settings.env)
+
+
+def test_emergency_restore_through_via_end_to_end(world, sshd):
+    """Everything through the bastion: the guard, the rehearsal on staging, the snapshot (pg_dump there, the file
+    here), the discard table, ending sessions, the restore, the checks."""
+    settings = via_settings(world, sshd)
+    staging = settings.env_var("STAGING_DATABASE_URL")
+    with psycopg.connect(world.prod, autocommit=True) as lingering:   # a session the restore must end first
+        lingering.execute("SELECT 1")
+        with unreachable_from_here(world.prod, staging, prefixes=(guard.SCRATCH_PREFIX,)) as attempts:
+            ran = run(world, settings=settings, via="box")
+    assert ran.code == 0, ran.output
+    assert attempts == []
+    assert state_of(world.prod) == world.backup_state          # the same result as a direct emergency restore
+    assert_resumed(world)
+    out = ran.output
+    assert "judged from the bastion 127.0.0.1" in out and "reached on the bastion 127.0.0.1" in out
+    assert "5 more rows now than in the backup" in out         # production's counts, asked through the bastion
+    assert "rehearsed now on staging: passed" in out
+    assert "ended 1 session(s)" in out
+    snap = ran.recipe.snapshot
+    assert snap.path.is_file() and snap.path.with_name(snap.path.name + ".sha256").is_file()
+    assert b'COPY public."User"' in gzip.decompress(snap.path.read_bytes())
+    test_entry = [e for e in audit.entries(settings) if e["action"] == "restore.test"][-1]
+    assert test_entry["details"]["via"] == "the bastion 127.0.0.1" and test_entry["details"]["passed"]
+    assert_no_secret(world, out, settings.audit_log.read_text())
+
+
+def test_emergency_restore_through_via_without_approval_is_refused(world, sshd):
+    ran = run(world, None, settings=via_settings(world, sshd), via="box")
+    assert ran.code == 3 and "signed approval" in ran.output
+    assert state_of(world.prod) == world.prod_state and world.fake.calls("POST") == []
+
+
+def test_emergency_approve_via_names_production_as_the_bastion_sees_it(world, sshd, monkeypatch, capsys):
+    from ops import emergency, tokens
+
+    settings = via_settings(world, sshd)
+    for name, value in settings.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("OPS_APPROVER_KEY", str(world.key_file))
+    emergency.approve(ctx(dict(settings.ops)), action="terminate-idle", minutes="5", via="box")
+    token = capsys.readouterr().out.strip()
+    with via.reach(settings, "box") as db:
+        seen = guard.judge(settings, world.prod, read_db_marker=False, vantage=db.vantage).identity
+    assert tokens.peek(token)["params"] == {"target": seen, "minutes": "5"}
