@@ -26,7 +26,7 @@ from ops.errors import VerificationFailed
 from ops.psqllex import Lexer
 from tests import dump_samples as S
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+DATA = Path(__file__).resolve().parent / "data"   # copies of ../shared/data (see data/README.md)
 PAGILA17 = DATA / "pagila-schema-pg17.sql"
 PAGILA15 = DATA / "pagila-schema-pg15.sql"
 CHINOOK = DATA / "chinook.sql"

@@ -1,7 +1,7 @@
 """The restore engine and the `restore` tasks against real PostgreSQL, with real pg_dump backups.
 
 Backups are made the way the nightly job makes them (`pg_dump --no-owner --no-privileges --clean --if-exists |
-gzip -9`) inside fixtures; the third-party files in ../shared/data (pagila, chinook) and a Supabase-shaped dump
+gzip -9`) inside fixtures; the third-party files in tests/data (pagila, chinook; copied from ../shared/data) and a Supabase-shaped dump
 (tests/dump_samples.py) cover what we cannot make here. "Unchanged" is checked with row counts and a checksum of
 every row, before and after.
 """
@@ -29,7 +29,7 @@ from ops.errors import ConfigError, VerificationFailed
 from . import dump_samples as ds
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data"
+DATA = ROOT / "tests" / "data"   # copies of ../shared/data (see tests/data/README.md)
 FLAGS = ["--no-owner", "--no-privileges", "--clean", "--if-exists"]
 WEIRD = 'we"ird\'Name'        # a table name with both quote characters
 
