@@ -60,11 +60,12 @@ def _pg_dump_output(exe: str, target: Any) -> Iterator[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")} | dict(target.env)
     with subprocess.Popen(pg.pg_dump_argv(exe, extra=DUMP_FLAGS), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           env=env) as proc:
-        assert proc.stdout is not None and proc.stderr is not None
+        out, err = proc.stdout, proc.stderr
+        assert out is not None and err is not None
         errors: list[bytes] = []
-        drain = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
+        drain = threading.Thread(target=lambda: errors.append(err.read()), daemon=True)
         drain.start()
-        yield from iter(lambda: proc.stdout.read(1 << 20), b"")  # type: ignore[union-attr]
+        yield from iter(lambda: out.read(1 << 20), b"")
         code = proc.wait()
         drain.join(30)
         stderr = b"".join(errors).decode("utf-8", "replace")

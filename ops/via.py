@@ -184,6 +184,7 @@ def json_rows(text: str) -> list[list[Any]]:
     return [list(r) for r in rows]
 
 
+CONNECT_TIMEOUT = str(pg.CONNECT_TIMEOUT)    # for psql on the bastion, unless the URL sets connect_timeout
 ADDRESSES_SCRIPT = ("echo '## ip'; ip -o addr show 2>/dev/null; echo '## hostname'; hostname -I 2>/dev/null; "
                     "echo '## getent'; getent ahosts \"$(hostname)\" 2>/dev/null; true")
 
@@ -230,7 +231,7 @@ def bastion_vantage(cxn: Any, *, psql: str = "psql", name: str | None = None) ->
         return addresses[0]
 
     def read_marker(conninfo: str, pg_env: Mapping[str, str]) -> str | None:
-        return remote_psql.read_marker(cxn, pg_env, psql=psql)
+        return remote_psql.read_marker(cxn, {"PGCONNECT_TIMEOUT": CONNECT_TIMEOUT, **pg_env}, psql=psql)
 
     return guard.Vantage(resolve, local_addresses, read_marker, name or f"the bastion {cxn.host}")
 
@@ -276,7 +277,8 @@ class Bastion:
             transport.set_keepalive(15)
 
     def _env(self, conninfo_or_env: str | Mapping[str, str]) -> dict[str, str]:
-        return dict(conninfo_or_env) if isinstance(conninfo_or_env, Mapping) else pg.env_for(conninfo_or_env)
+        env = dict(conninfo_or_env) if isinstance(conninfo_or_env, Mapping) else pg.env_for(conninfo_or_env)
+        return {"PGCONNECT_TIMEOUT": CONNECT_TIMEOUT, **env}   # an unreachable database fails in 10 s, not minutes
 
     def psql_script(self, conninfo: str | Mapping[str, str], script: str, *, what: str = "a query") -> str:
         """Run `script` with psql on the bastion (unaligned, tuples only, stop at the first error); its stdout.
@@ -430,7 +432,7 @@ class Bastion:
 
         caps = self.capabilities(target)
         app = f"lottery-ops restore {secrets.token_hex(4)}"
-        runner = RemotePsql(self.cxn, {**target.env, "PGAPPNAME": app}, psql=caps.psql)
+        runner = RemotePsql(self.cxn, {**self._env(dict(target.env)), "PGAPPNAME": app}, psql=caps.psql)
         result = restorer.restore_stream(target, replace(plan, analyze=False), dry_run=dry_run, progress=progress,
                                          runner=runner, caps=caps, watch=False)
         if result.committed and plan.analyze:
@@ -467,7 +469,7 @@ class Bastion:
     def _stream_out(self, target: Any, argv: list[str], *, what: str) -> Iterator[bytes]:
         """Run `argv` on the bastion with the target's PG* environment (the password over stdin) and yield its
         stdout; ServiceError (with its stderr, redacted) when it exits non-zero."""
-        env = dict(target.env)
+        env = self._env(dict(target.env))
         password = env.pop("PGPASSWORD", None)
         command = tool_command(env, argv, password=password is not None)
         self.open()
