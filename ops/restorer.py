@@ -473,6 +473,14 @@ def analyze(conninfo: str, schemas: tuple[str, ...] | None, workers: int = 2) ->
     return len(rows)
 
 
+Analyzer = Callable[[str, tuple[str, ...] | None], str]   # (conninfo, schemas) -> the analyze step's detail
+
+
+def analyze_here(conninfo: str, schemas: tuple[str, ...] | None) -> str:
+    """The engine's default ANALYZE after the commit: from this machine (`analyze`); the step's detail."""
+    return f"{analyze(conninfo, schemas)} tables"
+
+
 # -- effects: local psql ------------------------------------------------------------------------------------------------
 def psql_env(target: Any, app: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for psql: the caller's without PG* variables, the target's PG* (password included, never on
@@ -485,11 +493,14 @@ def psql_env(target: Any, app: str, base: Mapping[str, str] | None = None) -> di
 
 def restore_stream(target: Any, plan: RestorePlan, *, dry_run: bool = False,
                    progress: Callable[[int], None] | None = None, runner: Runner | None = None,
-                   caps: Capabilities | None = None, watch: bool = True) -> RestoreResult:
+                   caps: Capabilities | None = None, watch: bool = True,
+                   analyzer: Analyzer | None = None) -> RestoreResult:
     """Restore `plan.backup` into `target` (a guard.Target: the caller has asked the guard) in one transaction.
 
     Raises only for what must stop everything before it starts (no psql, target unreachable, bad settings);
-    every outcome of the stream itself is in the returned RestoreResult (`.committed`, `.problems`, `.steps`)."""
+    every outcome of the stream itself is in the returned RestoreResult (`.committed`, `.problems`, `.steps`).
+    Where the database is reached from another machine (ops.via): `runner` (its psql), `caps` (asked there),
+    `watch=False` (no watcher connection from here), `analyzer` (ANALYZE there; default `analyze_here`)."""
     result = RestoreResult(target=target.redacted, backup=plan.backup.name, dry_run=dry_run)
     timeout_ms = parse_duration_ms(plan.lock_timeout)
     t0 = time.monotonic()
@@ -551,8 +562,8 @@ def restore_stream(target: Any, plan: RestorePlan, *, dry_run: bool = False,
     if psql.committed and plan.analyze:
         t2 = time.monotonic()
         try:
-            n = analyze(target.conninfo, plan.schemas)
-            result.steps.append(Step("analyze", time.monotonic() - t2, "ok", f"{n} tables"))
+            detail = (analyzer or analyze_here)(target.conninfo, plan.schemas)
+            result.steps.append(Step("analyze", time.monotonic() - t2, "ok", detail))
         except (Exception, KeyboardInterrupt) as exc:  # committed: missing statistics are a warning, not a failure
             why = ("interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt)
                    else getattr(exc, "message", None) or str(exc).strip().splitlines()[0])
@@ -743,15 +754,18 @@ def plan_from_settings(settings: Any, backup: Path, *, schemas: Any = CONFIGURED
 
 def restore(settings: Any, target: Any, backup: Path, *, schemas: Any = CONFIGURED, dry_run: bool = False,
             production: bool = False, create_roles: bool = False, progress: Callable[[int], None] | None = None,
-            runner: Runner | None = None, sha256: str | None = None, tag: str | None = None) -> RestoreResult:
+            runner: Runner | None = None, sha256: str | None = None, tag: str | None = None,
+            caps: Capabilities | None = None, watch: bool = True, analyzer: Analyzer | None = None) -> RestoreResult:
     """Restore `backup` into `target` (already passed by the guard) and raise RestoreFailed unless it committed.
 
     `schemas`: the scope: a list or "a,b", None or "all" for everything, CONFIGURED (default) for
     `ops.restore.schemas`. `production=True`: nothing in scope may be left out (refused, never a partial restore).
-    `dry_run=True`: every check and the filter run, nothing is sent. Returns the RestoreResult (`.summary`: one line)."""
+    `dry_run=True`: every check and the filter run, nothing is sent. Returns the RestoreResult (`.summary`: one line).
+    `runner`, `caps`, `watch`, `analyzer`: as for `restore_stream` (a bastion's, ops.via)."""
     plan = plan_from_settings(settings, backup, schemas=schemas, create_roles=create_roles, production=production,
                               sha256=sha256, tag=tag)
-    result = restore_stream(target, plan, dry_run=dry_run, progress=progress, runner=runner)
+    result = restore_stream(target, plan, dry_run=dry_run, progress=progress, runner=runner, caps=caps, watch=watch,
+                            analyzer=analyzer)
     if not result.ok:
         error = result.error
         if isinstance(error, RestoreFailed):

@@ -31,12 +31,11 @@ import shlex
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from . import guard, pg, urls
-from .errors import ConfigError, OpsError, ServiceError
+from .errors import ConfigError, ServiceError
 from .redact import redact_text
 from .remote_psql import PID_MARK, PUBLIC_ENV, RemotePsql
 from .restoresql import parse_identifier, psql_errors, quote_ident
@@ -418,42 +417,34 @@ class Bastion:
         stmt = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)).as_string(None)
         self.psql_script(admin_conninfo, f"{stmt}{force};\n", what=f"DROP DATABASE {name}")
 
-    def analyze(self, conninfo: str, schemas: tuple[str, ...] | None) -> None:
+    def analyze(self, conninfo: str, schemas: tuple[str, ...] | None) -> str:
+        """restorer.analyze on the bastion (one psql session); the analyze step's detail (restorer.Analyzer)."""
         from .restorer import ANALYZE_SQL
 
         inner = bind(ANALYZE_SQL, {"schemas": list(schemas) if schemas is not None else None}).replace("%", "%%")
         self.psql_script(conninfo, bind(ANALYZE_SCRIPT.format(analyze=inner.strip())), what="ANALYZE")
+        return f"on {self.name}"
 
     # -- the restore ---------------------------------------------------------------------------------------------------
-    def restore_stream(self, target: Any, plan: Any, *, dry_run: bool = False, progress: Any = None) -> Any:
-        """restorer.restore_stream with psql on the bastion: capabilities asked there, the stream sent there, no
-        watcher from here (the database does not answer here), ANALYZE there after the commit."""
-        from . import restorer
-
+    def _engine(self, target: Any) -> dict[str, Any]:
+        """What the restore engine takes to work through the bastion: capabilities asked there, the stream sent to
+        psql there, no watcher from here (the database does not answer here), ANALYZE there after the commit."""
         caps = self.capabilities(target)
         app = f"lottery-ops restore {secrets.token_hex(4)}"
         runner = RemotePsql(self.cxn, {**self._env(dict(target.env)), "PGAPPNAME": app}, psql=caps.psql)
-        result = restorer.restore_stream(target, replace(plan, analyze=False), dry_run=dry_run, progress=progress,
-                                         runner=runner, caps=caps, watch=False)
-        if result.committed and plan.analyze:
-            started = time.monotonic()
-            try:
-                self.analyze(target.conninfo, plan.schemas)
-                result.steps.append(restorer.Step("analyze", time.monotonic() - started, "ok", f"on {self.name}"))
-            except OpsError as exc:   # committed: missing statistics are a warning, not a failed restore
-                result.steps.append(restorer.Step("analyze", time.monotonic() - started, "failed", exc.message))
-                result.warnings.append(f"ANALYZE failed ({exc.message}): run it by hand")
-        return result
+        return {"caps": caps, "runner": runner, "watch": False, "analyzer": self.analyze}
 
-    def restore(self, target: Any, backup: Path, *, schemas: Any = None, dry_run: bool = False,
-                production: bool = False, create_roles: bool = False, progress: Any = None,
-                sha256: str | None = None, tag: str | None = None) -> Any:
+    def restore_stream(self, target: Any, plan: Any, *, dry_run: bool = False, progress: Any = None) -> Any:
+        """restorer.restore_stream with psql on the bastion."""
+        from . import restorer
+
+        return restorer.restore_stream(target, plan, dry_run=dry_run, progress=progress, **self._engine(target))
+
+    def restore(self, target: Any, backup: Path, **kw: Any) -> Any:
         """restorer.restore through the bastion: the RestoreResult, or RestoreFailed unless it committed."""
         from . import restorer
 
-        plan = restorer.plan_from_settings(self.settings, backup, schemas=schemas, create_roles=create_roles,
-                                           production=production, sha256=sha256, tag=tag)
-        return raise_unless_restored(self.restore_stream(target, plan, dry_run=dry_run, progress=progress))
+        return restorer.restore(self.settings, target, backup, **kw, **self._engine(target))
 
     # -- the snapshot --------------------------------------------------------------------------------------------------
     def dump_to(self, target: Any, path: Path) -> Any:
@@ -516,21 +507,6 @@ def tool_command(env: Mapping[str, str], argv: Sequence[str], *, password: bool)
 def _drain(recv: Any, into: bytearray) -> None:
     for data in iter(lambda: recv(65536), b""):
         into += data
-
-
-def raise_unless_restored(result: Any) -> Any:
-    """restorer.restore's ending: the result when it committed (or was a clean dry run), else RestoreFailed."""
-    from . import restorer
-
-    if result.ok:
-        return result
-    error = result.error
-    if isinstance(error, restorer.RestoreFailed):
-        raise error
-    raise restorer.RestoreFailed(error.message if error else f"restore into {result.target} failed: "
-                                 + ("; ".join(result.problems[:3]) or "it did not commit"),
-                                 hint=(error.hint if error else None) or result.hint, result=result,
-                                 committed=result.committed_state)
 
 
 @contextlib.contextmanager
