@@ -26,7 +26,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,7 +35,7 @@ from . import dumps, pg
 from .localpsql import MIN_PSQL, LocalPsql
 from .restoresql import (BUSY_MESSAGE, COUNT_MESSAGE, LOCK_TIMEOUT_MESSAGE, PreambleEditor,
                          count_check_sql, describe_session, ends_with_footer, normalise_schemas, parse_duration_ms,
-                         parse_identifier, prologue, psql_errors, quote_ident)
+                         prologue, psql_errors, recent_checks)
 from .errors import EXIT_INTERRUPTED, ConfigError, OpsError, ServiceError, VerificationFailed
 from .redact import redact_text
 from .remote_psql import PsqlResult
@@ -382,45 +382,25 @@ def _row(r: Any) -> dict[str, Any]:
 
 
 def recent_data(conninfo: str, queries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The runbook's recent-data queries (`ops.verify.recent`: {table, column}): each passes when the table exists
-    and has rows, and shows the newest value of the column. Read-only."""
-    from psycopg import sql
-
-    out: list[dict[str, Any]] = []
+    """The runbook's recent-data queries (`ops.verify.recent`: {table, column}; `restoresql.recent_checks`) run
+    from here on one read-only connection: each passes when the table exists and has rows. Read-only."""
     queries = list(queries or [])
     if not queries:
-        return out
+        return []
     with pg.connect(conninfo, autocommit=True) as conn:
         conn.read_only = True
-        for q in queries:
-            table, column = str(q.get("table", "")), str(q.get("column", ""))
-            entry: dict[str, Any] = {"table": table, "column": column}
-            try:
-                tparts, (col,) = parse_identifier(table), parse_identifier(column)
-            except (ConfigError, ValueError):
-                entry["error"] = "ops.verify.recent entry is not {table: NAME, column: NAME}"
-                out.append(entry)
-                continue
-            qualified = ".".join(quote_ident(part) for part in tparts)
-            found = conn.execute("SELECT to_regclass(%s)::text", (qualified,)).fetchone()
-            if not found or found[0] is None:
-                entry["error"] = f"no table {table}"
-                out.append(entry)
-                continue
-            name = sql.SQL(found[0])   # regclass text: quoted as needed by the server itself
-            try:
-                got = conn.execute(sql.SQL("SELECT count(*), max({})::text FROM {}").format(
-                    sql.Identifier(col), name)).fetchone()
-                rows, newest = got if got is not None else (0, None)
-            except Exception as exc:  # psycopg.Error: no such column, no permission  # noqa: BLE001
-                entry["error"] = str(exc).strip().splitlines()[0][:200]
-                out.append(entry)
-                continue
-            entry.update(rows=int(rows), newest=newest)
-            if not rows:
-                entry["error"] = f"{table} has no rows"
-            out.append(entry)
-    return out
+
+        def one(query: str, params: Sequence[Any] | None) -> Sequence[Any]:
+            row = conn.execute(query, params).fetchone()
+            assert row is not None     # a function call or an aggregate: always one row
+            return row
+
+        return recent_checks(queries, one, _first_line)
+
+
+def _first_line(exc: Exception) -> str:
+    """A psycopg error's first line (no such column, no permission): the server's own words."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def lock_holders(conninfo: str, schemas: tuple[str, ...] | None) -> list[str]:

@@ -1,4 +1,5 @@
-"""Pure: the SQL the restore engine adds around a dump, and reading what psql and operators write (stdlib only).
+"""Pure: the SQL the restore engine adds around a dump, reading what psql and operators write, and the recent-data
+checks (`recent_checks`: built and judged here, run by whoever reaches the database) (stdlib only).
 
 The engine (ops.restorer) sends `prologue()` right after BEGIN, the dump through `PreambleEditor`, and
 `count_check_sql()` before COMMIT. Nothing here touches a file, a process or a database.
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from . import dumpcheck
@@ -209,3 +210,42 @@ def normalise_schemas(schemas: Any) -> tuple[str, ...] | None:
     if "all" in items:
         return None
     return tuple(dict.fromkeys(items))
+
+RECENT_TABLE_SQL = "SELECT to_regclass(%s)::text"
+RECENT_SHAPE_ERROR = "ops.verify.recent entry is not {table: NAME, column: NAME}"
+
+
+def recent_checks(queries: Iterable[Mapping[str, Any]] | None,
+                  one: Callable[[str, Sequence[Any] | None], Sequence[Any]],
+                  refused: Callable[[Exception], str | None]) -> list[dict[str, Any]]:
+    """Pure: the runbook's recent-data queries (`ops.verify.recent`: {table, column}): each passes when the table
+    exists and has rows, and shows the newest value of the column. The queries are built and judged here; where the
+    database is reached from decides how they run: `one(query, params)` runs a read-only query and returns its one
+    row, and `refused(exc)` gives the server's error text when the count query failed because the server refused it
+    (no such column, no permission), or None to let `exc` propagate."""
+    out: list[dict[str, Any]] = []
+    for q in queries or []:
+        table, column = str(q.get("table", "")), str(q.get("column", ""))
+        entry: dict[str, Any] = {"table": table, "column": column}
+        out.append(entry)
+        try:
+            tparts, (col,) = parse_identifier(table), parse_identifier(column)
+        except (ConfigError, ValueError):
+            entry["error"] = RECENT_SHAPE_ERROR
+            continue
+        (found,) = one(RECENT_TABLE_SQL, [".".join(quote_ident(part) for part in tparts)])
+        if found is None:
+            entry["error"] = f"no table {table}"
+            continue
+        try:   # regclass text: quoted as needed by the server itself
+            rows, newest = one(f"SELECT count(*), max({quote_ident(col)})::text FROM {found}", None)
+        except Exception as exc:  # noqa: BLE001  (refused() decides)
+            why = refused(exc)
+            if why is None:
+                raise
+            entry["error"] = why[:200]
+            continue
+        entry.update(rows=int(rows), newest=newest)
+        if not rows:
+            entry["error"] = f"{table} has no rows"
+    return out

@@ -38,7 +38,7 @@ from . import guard, pg, urls
 from .errors import ConfigError, ServiceError
 from .redact import redact_text
 from .remote_psql import PID_MARK, PUBLIC_ENV, RemotePsql
-from .restoresql import parse_identifier, psql_errors, quote_ident
+from .restoresql import psql_errors, recent_checks
 
 # -- the sessions connected to a database (both vantages) -------------------------------------------------------------
 SESSIONS = """
@@ -357,32 +357,12 @@ class Bastion:
         return {str(t): int(n) for t, n in json_rows(self.psql_script(conninfo, script, what="row counts"))}
 
     def recent_data(self, conninfo: str, queries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """restorer.recent_data from the bastion: for each {table, column}, its rows and newest value."""
-        out: list[dict[str, Any]] = []
-        for q in queries or []:
-            table, column = str(q.get("table", "")), str(q.get("column", ""))
-            entry: dict[str, Any] = {"table": table, "column": column}
-            out.append(entry)
-            try:
-                tparts, (col,) = parse_identifier(table), parse_identifier(column)
-            except (ConfigError, ValueError):
-                entry["error"] = "ops.verify.recent entry is not {table: NAME, column: NAME}"
-                continue
-            ((found,),) = self.query(conninfo, "SELECT to_regclass(%s)::text",
-                                     [".".join(quote_ident(p) for p in tparts)], what="a recent-data query")
-            if found is None:
-                entry["error"] = f"no table {table}"
-                continue
-            try:   # regclass text: quoted as needed by the server itself
-                ((rows, newest),) = self.query(conninfo, f"SELECT count(*), max({quote_ident(col)})::text FROM {found}",
-                                               what="a recent-data query")
-            except QueryFailed as exc:   # no such column, no permission
-                entry["error"] = exc.error[:200]
-                continue
-            entry.update(rows=int(rows), newest=newest)
-            if not rows:
-                entry["error"] = f"{table} has no rows"
-        return out
+        """restorer.recent_data from the bastion: the same checks (`restoresql.recent_checks`), run by its psql."""
+        def one(query: str, params: Sequence[Any] | None) -> Sequence[Any]:
+            (row,) = self.query(conninfo, query, params, what="a recent-data query")   # always one row
+            return row
+
+        return recent_checks(queries, one, lambda exc: exc.error if isinstance(exc, QueryFailed) else None)
 
     def list_sessions(self, conninfo: str) -> list[dict[str, Any]]:
         return [dict(zip(SESSION_KEYS, row)) for row in self.query(conninfo, SESSIONS, what="the sessions")]

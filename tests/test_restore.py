@@ -116,8 +116,8 @@ def lottery(pg_server, tmp_path_factory):
     url = pg_server.url(name)
     try:
         sandbox.seed(url, users=300)
-        execute(url, f'CREATE TABLE public.{restorer.quote_ident(WEIRD)} (v text); '
-                     f"INSERT INTO public.{restorer.quote_ident(WEIRD)} VALUES (E'a\\tb'), ('ERROR'), (NULL);")
+        execute(url, f'CREATE TABLE public.{restoresql.quote_ident(WEIRD)} (v text); '
+                     f"INSERT INTO public.{restoresql.quote_ident(WEIRD)} VALUES (E'a\\tb'), ('ERROR'), (NULL);")
         path = make_backup(url, tmp_path_factory.mktemp("lottery") / "backup_20250101_020000.sql.gz")
         yield type("Source", (), {"url": url, "path": path, "counts": counts(url), "sums": checksums(url)})
     finally:
@@ -797,6 +797,39 @@ def test_psql_errors_keeps_error_lines():
     stderr = ("psql:<stdin>:12: ERROR:  relation \"x\" does not exist\nLINE 1: ...\nNOTICE: skipping\n"
               "psql:<stdin>:30: error: invalid command \\restrict\n")
     assert restoresql.psql_errors(stderr) == ['ERROR:  relation "x" does not exist', "error: invalid command \\restrict"]
+
+
+def test_recent_checks_build_the_queries_and_judge_the_answers():
+    """The pure part of the recent-data checks, run by a stand-in for the database that answers from a table."""
+    class Refused(Exception):
+        pass
+
+    asked = []
+
+    def one(query, params):
+        asked.append((query, params))
+        if query == restoresql.RECENT_TABLE_SQL:
+            return [{'"User"': '"User"', '"Empty"': '"Empty"'}.get(params[0])]
+        if '"nope"' in query:
+            raise Refused('column "nope" does not exist')
+        if '"Boom"' in query:
+            raise RuntimeError("the link dropped")
+        return (0, None) if '"Empty"' in query else (3, "2025-01-03")
+
+    entries = [{"table": '"User"', "column": '"createdAt"'}, {"table": "missing", "column": "x"},
+               {"table": '"User"', "column": "nope"}, {"table": '"Empty"', "column": "id"},
+               {"table": "not a name!", "column": "x"}]
+    got = restoresql.recent_checks(entries, one, lambda exc: str(exc) if isinstance(exc, Refused) else None)
+    assert got == [{"table": '"User"', "column": '"createdAt"', "rows": 3, "newest": "2025-01-03"},
+                   {"table": "missing", "column": "x", "error": "no table missing"},
+                   {"table": '"User"', "column": "nope", "error": 'column "nope" does not exist'},
+                   {"table": '"Empty"', "column": "id", "rows": 0, "newest": None, "error": '"Empty" has no rows'},
+                   {"table": "not a name!", "column": "x", "error": restoresql.RECENT_SHAPE_ERROR}]
+    assert ('SELECT count(*), max("createdAt")::text FROM "User"', None) in asked
+    assert (restoresql.RECENT_TABLE_SQL, ['"missing"']) in asked
+    assert restoresql.recent_checks(None, one, lambda exc: None) == []
+    with pytest.raises(RuntimeError):       # not a refusal: it propagates
+        restoresql.recent_checks([{"table": '"User"', "column": '"Boom"'}], one, lambda exc: None)
 
 
 def test_missing_on_target_lists_what_the_backup_needs():
