@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import shlex
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,24 +60,32 @@ class PsqlResult:
         return f"psql exited {self.exited} after {self.bytes_sent} bytes" + ("" if self.ok else ": see its output")
 
 
-def remote_command(env: Mapping[str, str], *, psql: str = "psql", args: Iterable[str] = (),
-                   on_error_stop: bool = True, password: bool = False) -> str:
-    """Pure: the remote shell command. No secret in it: PGPASSWORD and PGPASSFILE are refused here."""
+def tool_command(env: Mapping[str, str], argv: Sequence[str], *, password: bool = False) -> str:
+    """Pure: the remote shell command running a PostgreSQL client tool (psql, pg_dump) with the non-secret `env`.
+    No secret in it: PGPASSWORD and PGPASSFILE are refused here. The prologue announces the shell's pid on stderr
+    (PID_MARK: `abort()` kills it), and with `password` reads the first stdin line into PGPASSWORD before it
+    `exec`s the tool."""
     secret = sorted(k for k in env if k not in PUBLIC_ENV)
     if secret:
         raise ConfigError(f"refusing to put {', '.join(secret)} on the remote command line",
-                          hint="pass the password separately (RemotePsql sends it over stdin)")
-    args = list(args)
-    if any(a in _SINGLE_TRANSACTION for a in args):
-        raise ConfigError("--single-transaction would COMMIT a truncated stream",
-                          hint="leave it out: RemotePsql wraps the stream in BEGIN/COMMIT itself (atomic=True)")
-    argv = [psql, "-X", "-q", "-w", "-v", f"ON_ERROR_STOP={int(on_error_stop)}", *args]
+                          hint="the password is sent over stdin (RemotePsql, ops.via), never on a command line")
     assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
     prologue = f"printf '{PID_MARK.decode()}%s\\n' $$ >&2"
     if password:  # first stdin line -> PGPASSWORD; `read` takes one byte at a time from a pipe, leaving the rest
         prologue += "; IFS= read -r PGPASSWORD || exit 97; export PGPASSWORD"
     launch = f"env {assigns} {shlex.join(argv)}" if assigns else shlex.join(argv)
     return "sh -c " + shlex.quote(f"{prologue}; unset PGPASSFILE; exec {launch}")
+
+
+def remote_command(env: Mapping[str, str], *, psql: str = "psql", args: Iterable[str] = (),
+                   on_error_stop: bool = True, password: bool = False) -> str:
+    """Pure: the remote shell command for psql (`tool_command`); --single-transaction is refused."""
+    args = list(args)
+    if any(a in _SINGLE_TRANSACTION for a in args):
+        raise ConfigError("--single-transaction would COMMIT a truncated stream",
+                          hint="leave it out: RemotePsql wraps the stream in BEGIN/COMMIT itself (atomic=True)")
+    argv = [psql, "-X", "-q", "-w", "-v", f"ON_ERROR_STOP={int(on_error_stop)}", *args]
+    return tool_command(env, argv, password=password)
 
 
 class PsqlFeed:

@@ -37,7 +37,7 @@ from typing import Any
 from . import guard, pg, urls
 from .errors import ConfigError, ServiceError
 from .redact import redact_text
-from .remote_psql import PID_MARK, PUBLIC_ENV, RemotePsql
+from .remote_psql import PID_MARK, RemotePsql, tool_command
 from .restoresql import psql_errors, recent_checks
 
 # -- the sessions connected to a database (both vantages) -------------------------------------------------------------
@@ -467,21 +467,6 @@ class Bastion:
                                + redact_text(text.strip(), (password,) if password else ())[-500:],
                                hint="check that the role may read every table, and that the database answers "
                                     "from the bastion")
-
-
-def tool_command(env: Mapping[str, str], argv: Sequence[str], *, password: bool) -> str:
-    """Pure: the remote shell command for a PostgreSQL client tool (pg_dump): no secret in it (PGPASSWORD and
-    PGPASSFILE are refused here); with `password`, the first stdin line becomes PGPASSWORD (ops.remote_psql)."""
-    secret = sorted(k for k in env if k not in PUBLIC_ENV)
-    if secret:
-        raise ConfigError(f"refusing to put {', '.join(secret)} on the remote command line",
-                          hint="the password is sent over stdin, never on a command line")
-    assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
-    prologue = f"printf '{PID_MARK.decode()}%s\\n' $$ >&2"
-    if password:
-        prologue += "; IFS= read -r PGPASSWORD || exit 97; export PGPASSWORD"
-    launch = f"env {assigns} {shlex.join(argv)}" if assigns else shlex.join(argv)
-    return "sh -c " + shlex.quote(f"{prologue}; unset PGPASSFILE; exec {launch}")
 
 
 def _drain(recv: Any, into: bytearray) -> None:

@@ -20,7 +20,7 @@ from psycopg.conninfo import conninfo_to_dict
 from ops import pg, remote
 from ops.config import Settings
 from ops.errors import ConfigError, ServiceError
-from ops.remote_psql import RemotePsql, remote_command
+from ops.remote_psql import RemotePsql, remote_command, tool_command
 from tests.fix_pwpg import password_role, pw_server  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("no_ssh_config")
@@ -103,6 +103,15 @@ def test_remote_command_refuses_secrets_and_single_transaction():
     command = remote_command({"PGHOST": "db.internal", "PGDATABASE": "it's"}, password=True)
     assert "PGPASSWORD" in command and "read -r PGPASSWORD" in command  # read from stdin, never assigned inline
     assert "PGDATABASE=" in command and "ON_ERROR_STOP=1" in command
+
+
+def test_tool_command_takes_the_password_from_stdin_only():
+    with pytest.raises(ConfigError, match="PGPASSWORD"):
+        tool_command({"PGHOST": "db", "PGPASSWORD": "s3cret"}, ["pg_dump"], password=True)
+    command = tool_command({"PGHOST": "db.internal", "PGUSER": "app"}, ["pg_dump", "-w", "--clean"], password=True)
+    assert "read -r PGPASSWORD" in command and "PGHOST=db.internal" in command and "exec env" in command
+    assert "exec env PGHOST=db.internal PGUSER=app pg_dump -w --clean" in command
+    assert "read -r" not in tool_command({"PGHOST": "db"}, ["pg_dump"])     # no password: stdin left alone
 
 
 def test_a_password_with_a_line_break_is_refused():

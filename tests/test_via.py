@@ -148,14 +148,6 @@ def test_parse_addresses_reads_ip_hostname_and_getent_but_not_broadcasts():
     assert via.parse_addresses(text) == frozenset({"127.0.0.1", "10.0.4.7", "fe80::1", "192.168.9.9"})
 
 
-def test_tool_command_takes_the_password_from_stdin_only():
-    with pytest.raises(ConfigError, match="PGPASSWORD"):
-        via.tool_command({"PGHOST": "db", "PGPASSWORD": "s3cret"}, ["pg_dump"], password=True)
-    command = via.tool_command({"PGHOST": "db.internal", "PGUSER": "app"}, ["pg_dump", "-w", "--clean"],
-                               password=True)
-    assert "read -r PGPASSWORD" in command and "PGHOST=db.internal" in command and "exec env" in command
-
-
 # -- the bastion answers as this machine would ------------------------------------------------------------------------
 def test_bastion_queries_match_the_direct_ones(bastion, lottery, make_db):
     direct = via.Direct(None)
