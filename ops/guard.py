@@ -9,7 +9,6 @@ target. There is no override flag. A target the guard cannot understand is refus
 """
 from __future__ import annotations
 
-import configparser
 import getpass
 import os
 import socket
@@ -106,23 +105,26 @@ def local_addresses() -> frozenset[str]:
     return frozenset(a for a in found if a)
 
 
-def service_definitions(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    """Connection services from the user's and the system's pg_service.conf, the user's file winning."""
-    files = [Path(env["PGSERVICEFILE"]) if env.get("PGSERVICEFILE") else Path.home() / ".pg_service.conf"]
+def service_definitions(env: Mapping[str, str]) -> dict[str, dict[str, str] | str]:
+    """Connection services from the user's and the system's pg_service.conf, the user's file winning, each read
+    the way libpq reads it (`urls.parse_service_file`); a service libpq would reject is a str saying why."""
+    from psycopg import pq
+
+    home = env.get("HOME") or str(Path.home())
+    files = [Path(env["PGSERVICEFILE"]) if env.get("PGSERVICEFILE") else Path(home) / ".pg_service.conf"]
     sysconf = env.get("PGSYSCONFDIR") or "/etc/postgresql-common"
     files.append(Path(sysconf) / "pg_service.conf")
-    services: dict[str, dict[str, str]] = {}
+    keywords = [d.keyword.decode() for d in pq.Conninfo.get_defaults()]
+    services: dict[str, dict[str, str] | str] = {}
     for path in files:
         if not path.is_file():
             continue
-        parser = configparser.ConfigParser(interpolation=None, strict=False)
-        parser.optionxform = str  # type: ignore[assignment,method-assign]
         try:
-            parser.read(path)
-        except configparser.Error as exc:
-            raise urls.TargetError(f"cannot read service file {path}: {exc}") from None
-        for name in parser.sections():
-            services.setdefault(name, dict(parser[name]))
+            text = path.read_bytes().decode("utf-8", "replace")
+        except OSError as exc:
+            raise urls.TargetError(f"cannot read service file {path}: {exc.strerror}") from None
+        for name, found in urls.parse_service_file(text, keywords).items():
+            services.setdefault(name, found)
     return services
 
 

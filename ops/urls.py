@@ -142,16 +142,62 @@ def _split(value: str | None) -> list[str]:
     return [] if value is None else value.split(",")
 
 
+def parse_service_file(text: str, keywords: Iterable[str]) -> dict[str, dict[str, str] | str]:
+    """The services of one pg_service.conf, read as libpq's parseServiceFile reads them (not as an INI file):
+    the first section of a name wins and so does the first value of a key, keys are not trimmed, `[a]b]` opens
+    both `a` and `a]b`, and a line libpq would reject makes the service an error (a str: why) instead of a dict.
+    `keywords` are libpq's connection keywords."""
+    known = set(keywords)
+    services: dict[str, dict[str, str] | str] = {}
+    active: list[str] = []
+    for raw in text.split("\n"):
+        line = raw.strip(" \t\n\r\f\v")
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            active = [line[1:j] for j in range(1, len(line)) if line[j] == "]" and line[1:j] not in services]
+            for name in active:
+                services[name] = {}
+            continue
+        if not active:
+            continue
+        key, eq, value = line.partition("=")
+        error = None
+        if line.startswith("ldap"):
+            error = "it is looked up in LDAP, which the guard cannot follow"
+        elif not eq:
+            error = f"libpq rejects its line {line[:40]!r} (syntax error)"
+        elif key in ("service", "servicefile"):
+            error = f"it sets {key} itself (nested service specifications)"
+        elif key not in known:
+            error = f"libpq rejects its keyword {key!r} (syntax error)"
+        for name in active:
+            found = services[name]
+            if isinstance(found, str):
+                continue
+            if error is not None:
+                services[name] = error
+            else:
+                found.setdefault(key, value)
+    return services
+
+
 def resolve_params(params: Mapping[str, str], env: Mapping[str, str],
-                   services: Mapping[str, Mapping[str, str]], os_user: str) -> dict[str, str]:
+                   services: Mapping[str, Mapping[str, str] | str], os_user: str) -> dict[str, str]:
     """Fill what the connection string leaves out, in libpq's order: service file, then PG* variables, then
-    compiled-in defaults. Raises TargetError for a service that is named but not found."""
+    compiled-in defaults. Raises TargetError for a service that is named but not found or that libpq would
+    reject (a str in `services`: why)."""
     out = dict(params)
+    if "servicefile" in out:  # libpq 18's own service file parameter: the guard reads PGSERVICEFILE only
+        raise TargetError("servicefile in the connection string is not followed by the guard; set PGSERVICEFILE")
     service = out.get("service") or env.get("PGSERVICE")
     if service:
-        if service not in services:
+        found = services.get(service)
+        if found is None:
             raise TargetError(f'service "{service}" is not defined in any pg_service.conf')
-        for key, value in services[service].items():
+        if isinstance(found, str):
+            raise TargetError(f'service "{service}" cannot be used: {found}')
+        for key, value in found.items():
             out.setdefault(key, value)
         out.pop("service", None)
     for key, var in ENV_DEFAULTS.items():
@@ -216,7 +262,7 @@ def supabase_ref(params: Mapping[str, str], eps: Iterable[Endpoint]) -> str | No
     return None
 
 
-def identify(text: str, *, env: Mapping[str, str], services: Mapping[str, Mapping[str, str]], os_user: str,
+def identify(text: str, *, env: Mapping[str, str], services: Mapping[str, Mapping[str, str] | str], os_user: str,
              resolve: Resolver, local_addresses: frozenset[str]) -> Identity:
     params = resolve_params(parse_conninfo(text), env, services, os_user)
     eps = endpoints(params, resolve, local_addresses)
