@@ -168,6 +168,13 @@ class Rehearsal:
     result: Any = None
     check: CheckReport | None = None
 
+    @property
+    def interrupted(self) -> bool:
+        """Ctrl-C stopped the restore (the scratch database was dropped all the same)."""
+        from .restorer import RestoreInterrupted
+
+        return self.result is not None and isinstance(self.result.error, RestoreInterrupted)
+
 
 def rehearse(settings: Any, path: Path, *, tag: str | None = None, sha256: str | None = None,
              url: str | None = None, schemas: Any = None, create_roles: bool = False, db: Any = None) -> Rehearsal:
@@ -318,6 +325,7 @@ def test(c, tag=None, file=None, url=None, schemas=None, dest=None, via=None):
     """Rehearse a restore into a scratch database, check it, drop it; the result goes into the audit log."""
     from .config import Settings
     from .errors import VerificationFailed
+    from .restorer import RestoreInterrupted
     from .via import reach
 
     settings = Settings.from_context(c)
@@ -333,6 +341,10 @@ def test(c, tag=None, file=None, url=None, schemas=None, dest=None, via=None):
         print(got.check.render())
     print(f"restore.test of {backup.path.name} (sha256 {backup.sha256}): {'PASSED' if got.passed else 'FAILED'}, "
           f"{got.summary}")
+    if got.interrupted:      # after the cleanup: the exit status stays an interruption's (130), as restore.staging's
+        raise RestoreInterrupted(f"restore rehearsal failed: {got.summary}", result=got.result,
+                                 committed=got.result.error.committed,
+                                 hint="the scratch database was dropped; run the rehearsal again when ready")
     if not got.passed:
         raise VerificationFailed(f"restore rehearsal failed: {got.summary}",
                                  hint="the scratch database was dropped; look at the report above")

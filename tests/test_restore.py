@@ -446,35 +446,47 @@ def test_ctrl_c_once_commit_was_sent_is_unknown_not_rolled_back(lottery, restore
     assert "inv restore.check" in caught.value.hint and "outcome unknown" in caught.value.result.summary
 
 
-def test_sigint_to_restore_staging_mid_stream_leaves_staging_exactly_as_before(lottery, restored_staging, make_db,
-                                                                              tmp_path):
-    """A real Ctrl-C (SIGINT to `inv restore.staging`) while psql is in the middle of a big backup's COPY, after the
-    backup's DROP TABLEs of every lottery table ran in the transaction: psql is killed before COMMIT, the server
-    rolls back, staging is unchanged (counts and checksums), the exit status is 130 and the message says so."""
+@pytest.fixture(scope="module")
+def big_backup(lottery, pg_server, tmp_path_factory):
+    """The lottery backup plus a 500,000-row table whose COPY comes after every lottery table's: a Ctrl-C can land
+    in it after the backup's DROP TABLEs of every lottery table ran in the transaction."""
+    name = f"big_{secrets.token_hex(4)}"
+    with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    source, tmp = pg_server.url(name), tmp_path_factory.mktemp("big")
+    try:
+        settings = settings_for(tmp)
+        restorer.restore(settings, target(settings, source), lottery.path)
+        execute(source, "CREATE TABLE public.zz_big (id int, note text); INSERT INTO public.zz_big "
+                        "SELECT i, repeat('x', 100) || i FROM generate_series(1, 500000) i")
+        dump = subprocess.run(["pg_dump", "-w", *FLAGS], env=pg.tool_env(source, os.environ), capture_output=True,
+                              check=True, timeout=300).stdout
+        assert dump.index(b"COPY public.zz_big") > dump.index(b'COPY public."Ticket"')
+        big = tmp / "backup_20250103_020000.sql.gz"
+        big.write_bytes(gzip.compress(dump, 1))
+        yield big
+    finally:
+        with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def sigint_in_big_copy(args: list[str], env: dict[str, str], tmp_path: Path, watch_url: str,
+                       database: str) -> tuple[int, str, str]:
+    """Run `inv ARGS` and send it SIGINT (a real Ctrl-C) once our psql is in the big table's COPY in a database
+    named like `database` (polled, not timed). Returns the exit status, stdout and stderr."""
     import signal
     import time
 
-    source = make_db("big")
-    settings = settings_for(tmp_path)
-    restorer.restore(settings, target(settings, source), lottery.path)
-    execute(source, "CREATE TABLE public.zz_big (id int, note text); INSERT INTO public.zz_big "
-                    "SELECT i, repeat('x', 100) || i FROM generate_series(1, 500000) i")
-    dump = subprocess.run(["pg_dump", "-w", *FLAGS], env=pg.tool_env(source, os.environ), capture_output=True,
-                          check=True, timeout=300).stdout
-    assert dump.index(b"COPY public.zz_big") > dump.index(b'COPY public."Ticket"')
-    big = tmp_path / "backup_20250103_020000.sql.gz"
-    big.write_bytes(gzip.compress(dump, 1))
-    before = state(restored_staging)
-    argv, env = inv_command(["restore.staging", "--file", str(big), "--yes"],
-                            {"STAGING_DATABASE_URL": restored_staging}, tmp_path)
-    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    argv, full = inv_command(args, env, tmp_path)
+    proc = subprocess.Popen(argv, env=full, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        with psycopg.connect(restored_staging, autocommit=True) as watch:
+        with psycopg.connect(watch_url, autocommit=True) as watch:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and proc.poll() is None:
-                if watch.execute("SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'lottery-ops restore %' "
-                                 "AND state = 'active' AND query LIKE 'COPY public.zz_big%'").fetchone():
+                if watch.execute("SELECT 1 FROM pg_stat_activity WHERE application_name LIKE %s AND state = 'active' "
+                                 "AND query LIKE %s AND datname LIKE %s",
+                                 ("lottery-ops restore %", "COPY public.zz_big%", database)).fetchone():
                     break
                 time.sleep(0.01)
             else:
@@ -484,14 +496,44 @@ def test_sigint_to_restore_staging_mid_stream_leaves_staging_exactly_as_before(l
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, out + err
+    return proc.returncode, out, err
+
+
+def test_sigint_to_restore_staging_mid_stream_leaves_staging_exactly_as_before(big_backup, restored_staging, tmp_path):
+    """A real Ctrl-C (SIGINT to `inv restore.staging`) while psql is in the middle of a big backup's COPY, after the
+    backup's DROP TABLEs of every lottery table ran in the transaction: psql is killed before COMMIT, the server
+    rolls back, staging is unchanged (counts and checksums), the exit status is 130 and the message says so."""
+    before = state(restored_staging)
+    dbname = conninfo_to_dict(restored_staging)["dbname"]
+    code, out, err = sigint_in_big_copy(["restore.staging", "--file", str(big_backup), "--yes"],
+                                        {"STAGING_DATABASE_URL": restored_staging}, tmp_path, restored_staging, dbname)
+    assert code == 130, out + err
     assert "interrupted (Ctrl-C) before COMMIT" in err and "rolled the transaction back" in err
-    assert f"{conninfo_to_dict(restored_staging)['dbname']} is exactly as before" in err
+    assert f"{dbname} is exactly as before" in err
     assert "Traceback" not in err
     assert state(restored_staging) == before
     entry = json.loads((tmp_path / "audit.jsonl").read_text().splitlines()[-1])
     assert entry["action"] == "restore.staging" and entry["outcome"] == "failed"
     assert entry["details"]["problems"] == ["interrupted (Ctrl-C) before COMMIT"]
+
+
+def test_sigint_to_restore_test_drops_the_scratch_database_then_exits_130(big_backup, staging_url, pg_server,
+                                                                          tmp_path):
+    """A real Ctrl-C to `inv restore.test` mid-COPY: the rehearsal reports the interruption as its failure, drops
+    its scratch database, records the outcome, and only then ends with the interruption's exit status, 130."""
+    code, out, err = sigint_in_big_copy(["restore.test", "--file", str(big_backup)],
+                                        {"STAGING_DATABASE_URL": staging_url}, tmp_path, pg_server.admin_url,
+                                        "ops_scratch_%")
+    assert code == 130, out + err
+    assert "FAILED" in out and "interrupted (Ctrl-C) before COMMIT" in out
+    assert "restore rehearsal failed" in err and "interrupted (Ctrl-C) before COMMIT" in err
+    assert "the scratch database was dropped" in err and "Traceback" not in err
+    entry = json.loads((tmp_path / "audit.jsonl").read_text().splitlines()[-1])
+    assert entry["action"] == "restore.test" and entry["outcome"] == "fail"
+    assert entry["details"]["problems"] == ["interrupted (Ctrl-C) before COMMIT"]
+    with psycopg.connect(pg_server.admin_url) as conn:
+        assert conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                            (entry["details"]["scratch"],)).fetchone() is None
 
 
 def test_psql_never_gets_single_transaction(staging_url):
