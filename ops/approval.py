@@ -275,9 +275,10 @@ def _release_sha256(settings: Settings, tag: str) -> str:
 
 
 def record_issued(settings: Settings, token: str, identity: str) -> dict[str, Any]:
-    """Audit the approver's side: what was approved, for whom, until when (never the token itself)."""
+    """Audit the approver's side: what was approved (every bound param: tag and sha256, or minutes), for whom, until
+    when (never the token itself). The same shape as the operator's `consume` entry."""
     body = tokens.peek(token) or {}
-    params = body.get("params", {})
     return audit.record(settings, "emergency.approve", target=identity, outcome="issued", nonce=body.get("nonce"),
-                        key_id=body.get("key_id"), approved_action=body.get("action"), tag=params.get("tag"),
-                        sha256=params.get("sha256"), expires_at=body.get("expires_at"), reason=body.get("reason"))
+                        key_id=body.get("key_id"), approved_action=body.get("action"),
+                        params=dict(body.get("params") or {}), expires_at=body.get("expires_at"),
+                        reason=body.get("reason"))

@@ -365,6 +365,9 @@ def test_approve_prints_the_token_alone_and_it_verifies_for_production(tmp_path)
     text = approver_log.read_text()
     assert '"emergency.approve"' in text and check.approval.nonce in text and token not in text
     assert "hunter2" not in text
+    issued = json.loads(text.splitlines()[-1])
+    assert issued["action"] == "emergency.approve" and issued["details"]["params"] == check.approval.params
+    assert issued["details"]["params"]["tag"] == TAG and issued["details"]["params"]["sha256"] == SHA
 
 
 def test_approve_looks_up_the_digest_on_github(tmp_path, github):
@@ -402,6 +405,10 @@ def test_approve_terminate_idle_binds_the_minutes(tmp_path):
     public = tokens.format_public_key(tokens.raw_public(approval.load_private_key(key_path)), "alice")
     s = make_settings(tmp_path / "operator", [public])
     assert tokens.peek(token)["params"] == {"target": prod_identity(s), "minutes": "30"}
+    approver_log = (tmp_path / "state" / "lottery-ops" / "audit.jsonl").read_text()
+    issued = json.loads(approver_log.splitlines()[-1])                # the approver's record names the minutes too
+    assert issued["action"] == "emergency.approve" and token not in approver_log
+    assert issued["details"]["params"] == {"target": prod_identity(s), "minutes": "30"}
 
     def require_idle(minutes):
         check = approval.approval_checker(s, token, "terminate-idle", {"minutes": tokens.minutes_param(minutes)})
