@@ -25,7 +25,7 @@ from .errors import ConfigError, GuardRefused, VerificationFailed
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from .guard import Target
+    from .guard import Target, Vantage
 
 KEY_VAR = "OPS_APPROVER_KEY"
 USED = "emergency.token_used"
@@ -205,12 +205,13 @@ def _create(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
-def production_identity(settings: Settings) -> str:
-    """The production target's identity as the guard computes it from DATABASE_URL (the URL is not connected to)."""
+def production_identity(settings: Settings, vantage: "Vantage | None" = None) -> str:
+    """The production target's identity as the guard computes it from DATABASE_URL (the URL is not connected to),
+    from here or from `vantage` (a bastion's: `inv emergency.approve --via`)."""
     from . import guard
 
     url = settings.require_env("DATABASE_URL", "the approval names the production database it is for")
-    target = guard.judge(settings, url, read_db_marker=False)
+    target = guard.judge(settings, url, read_db_marker=False, vantage=vantage)
     if target.error or not target.identity:
         raise ConfigError(f"DATABASE_URL cannot be understood: {target.error}",
                           hint="`inv guard.check \"$DATABASE_URL\"` explains how the guard reads it")

@@ -66,7 +66,7 @@ def approve(c, tag=None, ttl=None, reason=None, action=None, sha256=None, file=N
                           hint="inv emergency.approve --action terminate-idle --minutes N [--ttl 30m] [--reason TEXT]")
     seconds = tokens.parse_ttl(ttl or "30m")
     key = approval.approver_key(settings)
-    params = {"target": approval.production_identity(settings) if not via else _identity_via(settings, via)}
+    params = {"target": _production_identity(settings, via)}
     if action == "restore":
         params |= {"tag": tag, "sha256": approval.backup_sha256(settings, tag, sha256=sha256, file=file)}
     if action == "terminate-idle":
@@ -81,16 +81,12 @@ def approve(c, tag=None, ttl=None, reason=None, action=None, sha256=None, file=N
     print(token)
 
 
-def _identity_via(settings: Settings, via: str) -> str:
-    """Production's identity as the guard computes it on the bastion (`inv emergency.restore --via` does)."""
-    from . import guard
+def _production_identity(settings: Settings, via: str | None) -> str:
+    """Production's identity as the guard computes it here (`via` None), or on the bastion `via` (as
+    `inv emergency.restore --via` does)."""
+    from . import approval
     from .via import reach
 
-    url = settings.require_env("DATABASE_URL", "the approval names the production database it is for")
-    with reach(settings, via) as db:
-        target = guard.judge(settings, url, read_db_marker=False, vantage=db.vantage)
-    if target.error or not target.identity:
-        raise ConfigError(f"DATABASE_URL cannot be understood: {target.error}",
-                          hint="`inv guard.check \"$DATABASE_URL\"` explains how the guard reads it")
-    return target.identity
+    with reach(settings, via) as db:         # nothing is opened until the guard asks the bastion
+        return approval.production_identity(settings, db.vantage)
 
