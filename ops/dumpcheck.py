@@ -13,7 +13,7 @@ import functools
 import re
 from dataclasses import dataclass, field
 
-from .psqllex import Statement
+from .psqllex import KEEP_TEXT, KEEP_TOKENS, Statement
 
 # Called outside a function body, these read or write the server's files, run programs or reach other servers.
 SERVER_SIDE_FUNCTIONS = frozenset(
@@ -21,8 +21,8 @@ SERVER_SIDE_FUNCTIONS = frozenset(
     b"pg_file_unlink pg_file_sync pg_logdir_ls pg_ls_logdir pg_ls_waldir pg_ls_tmpdir pg_ls_archive_statusdir "
     b"pg_ls_logicalsnapdir pg_ls_logicalmapdir pg_ls_replslotdir dblink dblink_exec dblink_connect "
     b"dblink_connect_u dblink_send_query pg_reload_conf pg_rotate_logfile pg_promote pg_terminate_backend "
-    b"pg_cancel_backend".split()
-)
+    b"pg_cancel_backend query_to_xml query_to_xmlschema query_to_xml_and_xmlschema ts_stat".split()
+)  # (the last four run SQL given as text: a name built from pieces calls any function)
 # The only functions pg_dump calls in top-level SELECTs (always written as pg_catalog.name).
 DUMP_SELECT_FUNCTIONS = frozenset(
     b"set_config setval lo_create lo_open lowrite lo_close lo_unlink pg_restore_relation_stats "
@@ -39,7 +39,16 @@ _CREATE_MODIFIERS = frozenset(
     .split())
 _NO_CALL_CHECK = frozenset("comment grant revoke security drop".split())   # these name functions, never call them
 _PSEUDO_ROLES = frozenset("public current_user session_user current_role".split())
-_COPY_PROGRAM = re.compile(rb"\bcopy\b[^;]*?\bprogram\b", re.I | re.S)
+_COPY_PROGRAM = re.compile(rb"\bcopy\b.*?\bprogram\b", re.I | re.S)
+# Words in a routine's body that let it reach outside the database when it runs with a superuser's rights: SQL it
+# builds itself (EXECUTE), COPY to or from files and programs, extensions, languages and foreign servers it could
+# create, roles and settings it could change, and the server-side file functions. Harmless when the restoring role
+# is not a superuser (the server refuses them then); a superuser restore refuses a dump whose routines use them.
+_SERVER_REACH = re.compile(
+    rb"\b(execute|copy|program|extension|language|role|authorization|session_authorization|set_config|foreign|server|"
+    rb"pg_execute_server_program|pg_read_server_files|pg_write_server_files|"
+    + b"|".join(sorted(SERVER_SIDE_FUNCTIONS)) + rb")\b", re.I)
+SAFE_BODY_LANGUAGES = frozenset({"sql", "plpgsql"})   # others (plperl, pltcl, plv8) run SQL they build themselves
 
 _IDENT = rb'(?:[a-z_][a-z0-9_$]*|"(?:[^"\n]|"")+")'
 COPY_LINE = re.compile(
@@ -75,6 +84,10 @@ class Facts:
     transaction_control: bool = False   # BEGIN; or COMMIT;
     drop: DropTarget | None = None
     owner: str | None = None            # ALTER ... OWNER TO role
+    routine: str | None = None          # CREATE FUNCTION|PROCEDURE|AGGREGATE: its name (unqualified, lower case)
+    server_reach: list[str] = field(default_factory=list)   # why that routine could reach the server as superuser
+    words: frozenset[str] = frozenset()  # a routine: the words of its body; anything else that can run code at
+    reach_all: bool = False              # restore time: the words it names (reach_all: too long to read them all)
 
 
 def unquote(raw: bytes) -> str:
@@ -136,11 +149,14 @@ def analyze(st: Statement, line: bytes | None = None) -> Facts:
     handler = _HANDLERS.get(kind)
     if handler is not None:
         handler(st, facts, line)
-    if kind not in _NO_CALL_CHECK and kind not in ("select", "insert") and not _is_routine(st):
+    routine = _is_routine(st)
+    if kind not in _NO_CALL_CHECK and kind not in ("select", "insert") and not routine:
         for _, name in calls(st):
             if name.lower() in SERVER_SIDE_FUNCTIONS:
                 facts.problems.append(("server-function", f"calls the server-side function {name.decode()}() "
                                                           "outside a function body"))
+    if not routine and kind not in _NO_CALL_CHECK and kind not in ("insert", "copy"):
+        facts.words, facts.reach_all = _words(st.tokens)
     return facts
 
 
@@ -236,7 +252,11 @@ def _create(st: Statement, facts: Facts, line: bytes | None) -> None:
         facts.problems.append(("statement-kind", f"CREATE {what.upper()} changes the server, not this database; "
                                                  "pg_dump does not write it"))
     elif what in ("function", "procedure"):
-        _routine(st, facts)
+        _routine(st, facts, i)
+    elif what == "aggregate":
+        _, name, _ = name_at(st.tokens, i + 1)
+        facts.routine = (name or "?").lower()
+        facts.words, facts.reach_all = _words(st.tokens)
     elif what == "extension":
         j = i + 1
         if st.words(j + 3)[j:j + 3] == ["if", "not", "exists"]:
@@ -259,18 +279,47 @@ def _create(st: Statement, facts: Facts, line: bytes | None) -> None:
         facts.schema_created = _ident(st.tokens[j]) if j < len(st.tokens) else None
 
 
-def _routine(st: Statement, facts: Facts) -> None:
+def _routine(st: Statement, facts: Facts, i: int) -> None:
     toks = st.tokens
+    _, name, _ = name_at(toks, i + 1)
+    facts.routine = (name or "?").lower()
     for k, tok in enumerate(toks[:-1]):
         if tok[0] == "id" and tok[1].lower() == b"language":
             lang = (_ident(toks[k + 1]) or toks[k + 1][1].decode("utf-8", "replace")).lower()
             if lang in UNTRUSTED_LANGUAGES:
                 facts.problems.append(("untrusted-language", f"defines a function in language {lang}, which runs "
                                                              "with the server's own rights"))
+            elif lang not in SAFE_BODY_LANGUAGES:
+                facts.server_reach.append(f"language {lang} runs SQL it builds itself")
     for kind, value in toks:
         if kind in ("dol", "str") and _COPY_PROGRAM.search(value):
             facts.problems.append(("server-function", "defines a function that runs COPY ... PROGRAM on the server"))
             break
+    atomic = next((k for k, t in enumerate(toks) if t[0] == "id" and t[1].lower() == b"atomic"), len(toks))
+    body = [tok for k, tok in enumerate(toks) if tok[0] in ("dol", "str") or (k > atomic and tok[0] in ("id", "qid"))]
+    facts.words, cut = _words(body)
+    found = sorted(w for w in facts.words if _SERVER_REACH.fullmatch(w.encode("latin-1", "replace")))
+    if cut or len(toks) >= KEEP_TOKENS:
+        facts.server_reach.append("it is too long to check whole")
+    if found:
+        facts.server_reach.append(f"its body uses {', '.join(found)}")
+
+
+_WORD = re.compile(rb"[A-Za-z_\x80-\xff][A-Za-z0-9_$\x80-\xff]*")
+
+
+def _words(tokens: list[tuple[str, bytes]]) -> tuple[frozenset[str], bool]:
+    """Every word in `tokens` (names, and words inside strings and bodies), lower case; and whether some were lost
+    because the lexer keeps only the first tokens of a statement and the first bytes of a string."""
+    words: set[str] = set()
+    cut = len(tokens) >= KEEP_TOKENS
+    for kind, value in tokens:
+        if kind in ("id", "qid"):
+            words.add(value.decode("latin-1").lower())
+        elif kind in ("str", "dol"):
+            cut = cut or len(value) >= KEEP_TEXT
+            words.update(m.group().decode("latin-1").lower() for m in _WORD.finditer(value))
+    return frozenset(words), cut
 
 
 def _policy_roles(st: Statement) -> list[str]:

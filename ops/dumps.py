@@ -59,6 +59,8 @@ RESTRICT_SINCE = {13: 22, 14: 19, 15: 14, 16: 10, 17: 6}
 
 _SECURITY = frozenset({"meta-command", "psql-variable", "ambiguous-literal", "copy-form", "server-function",
                        "statement-kind", "setting", "untrusted-language", "transaction", "nul", "restrict"})
+SUPERUSER_HINT = ("restore as a role that is not a superuser (it owns the schemas it restores; README, \"Restore as a "
+                  "non-superuser role\"): the server then refuses what these routines could do")
 _HINTS = {
     "security": "pg_dump does not write this: the file was altered or is not a plain pg_dump backup. Do not restore "
                 "it; take another backup (inv restore.download --tag ...)",
@@ -82,6 +84,8 @@ class Problem:
     def hint(self) -> str:
         if self.kind in _SECURITY:
             return _HINTS["security"]
+        if self.kind == "superuser-code":
+            return SUPERUSER_HINT
         if self.kind in ("unreadable", "empty", "gzip", "no-footer", "truncated", "crlf"):
             return _HINTS["download"]
         return _HINTS["cut"] if self.kind == "cut" else _HINTS["format"]
@@ -175,6 +179,7 @@ class Report:
     left_out: list[LeftOut] = field(default_factory=list)
     adaptations: list[str] = field(default_factory=list)
     roles_created: list[str] = field(default_factory=list)
+    server_reach: list[str] = field(default_factory=list)              # routines a superuser must not run
     bytes: int = 0
     lines: int = 0
     more_problems: int = 0
@@ -207,7 +212,8 @@ class Report:
 
     def to_dict(self) -> dict[str, object]:
         return {"ok": self.ok, "problems": [str(p) for p in self.problems], "pg_dump_version": self.pg_dump_version,
-                "server_version": self.server_version, "tables": dict(self.tables), "requires": self.requires}
+                "server_version": self.server_version, "tables": dict(self.tables), "requires": self.requires,
+                "superuser_unsafe_routines": sorted(self.server_reach)}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
@@ -225,6 +231,10 @@ class Report:
         for key, value in req.items():
             shown = ", ".join(value) if isinstance(value, list) else str(value)
             out.append(f"  {key.replace('_', ' ')}: {shown or '-'}")
+        if self.server_reach:
+            out.append("restore as a non-superuser role: the restore would run routines that could reach the "
+                       "server's files or programs:")
+            out += [f"  {name}" for name in sorted(self.server_reach)]
         if self.adaptations:
             out.append("adapted:")
             out += [f"  {a}" for a in self.adaptations]
@@ -415,6 +425,11 @@ class DumpReader:
         self._pub_kept: dict[str, bool] = {}
         self._created_roles: set[str] = set()
         self._adapted: set[str] = set()
+        self._routine_words: dict[str, set[str]] = {}   # routine name -> words of its body (see _track_code)
+        self._risky: dict[str, tuple[str, list[str], int]] = {}
+        self._reached: set[str] = set()
+        self._reach_all = False
+        self._reported: set[str] = set()
 
     # -- public API ----------------------------------------------------------------------------------------------
     def feed(self, chunk: bytes) -> bytes:
@@ -745,6 +760,45 @@ class DumpReader:
                                f"psql {self.plan.psql_version[0]}.{self.plan.psql_version[1]} does not know them"  # type: ignore[index]
                                ))
 
+    # -- code the restore itself would run -------------------------------------------------------------------
+    def _track_code(self, entry: TocEntry | None, facts: Facts, line: int) -> None:
+        """Follow which routines the restore would run (a CHECK constraint, a generated column, an index, a
+        materialized view, a trigger or an event trigger names them, or a routine they run names them) and refuse,
+        when the restoring role is a superuser, any such routine that could reach the server's files or programs
+        (`Facts.server_reach`): it would run with the superuser's rights before anything could stop it. Names are
+        matched as words, without schema or arguments, so the estimate errs towards refusing."""
+        if self._entry_keep is False:
+            return                                       # left out: not restored, never runs
+        if facts.routine is not None:
+            name = facts.routine
+            self._routine_words.setdefault(name, set()).update(facts.words)
+            if facts.server_reach and name not in self._risky:
+                shown = entry.qualified if entry is not None else f"{name} (line {line})"
+                self._risky[name] = (shown, facts.server_reach, line)
+            if name in self._reached:
+                self._reach(facts.words)
+        else:
+            self._reach_all = self._reach_all or facts.reach_all
+            self._reach(facts.words)
+        for name, (shown, reasons, at) in list(self._risky.items()):
+            if name in self._reported or not (self._reach_all or name in self._reached):
+                continue
+            self._reported.add(name)
+            self.report.server_reach.append(shown)
+            if self._filter and self.plan is not None and self.plan.superuser:
+                self._problem("superuser-code", f"the restore would run {shown} with the restoring superuser's "
+                                                f"rights, and it could reach the server's files or programs "
+                                                f"({'; '.join(reasons)})", line=at)
+
+    def _reach(self, words: Iterable[str]) -> None:
+        todo = [w for w in words if w not in self._reached]
+        while todo:
+            word = todo.pop()
+            if word in self._reached:
+                continue
+            self._reached.add(word)
+            todo += [w for w in self._routine_words.get(word, ()) if w not in self._reached]
+
     def _adapt(self, text: str) -> None:
         if text not in self._adapted:
             self._adapted.add(text)
@@ -804,6 +858,9 @@ class DumpReader:
         if self._filter:
             if self._entry_keep is None:
                 self._decide(st, facts)
+        if facts.routine is not None or facts.words:
+            self._track_code(entry, facts, st.first_line)
+        if self._filter:
             if facts.table is not None and entry is not None and facts.table != entry.qualified:
                 schema = facts.table.partition(".")[0]
                 scope = self.plan.scope if self.plan else None

@@ -61,8 +61,8 @@ INSERT_LINE = re.compile(
     + rb")*\) )?(?:OVERRIDING (?:SYSTEM|USER) VALUE )?VALUES " + _ROW + _TAIL)
 ROW_LINE = re.compile(rb"\t" + _ROW + rb"(?P<end>,\n|" + _TAIL + rb")")
 
-_KEEP_TOKENS = 4000        # tokens kept per statement (statement analysis needs the head only)
-_KEEP_TEXT = 1 << 16       # bytes of a string or dollar-quoted body kept in its token
+KEEP_TOKENS = 4000         # tokens kept per statement (statement analysis needs the head only)
+KEEP_TEXT = 1 << 16        # bytes of a string or dollar-quoted body kept in its token (a longer one is cut)
 
 
 @dataclass
@@ -136,16 +136,16 @@ class Lexer:
 
     def _token(self, kind: str, value: bytes) -> None:
         st = self.stmt
-        if st is not None and len(st.tokens) < _KEEP_TOKENS and not st.values_seen:
+        if st is not None and len(st.tokens) < KEEP_TOKENS and not st.values_seen:
             st.tokens.append((kind, value))
 
     def _text(self, piece: bytes) -> None:
-        if self.text_len < _KEEP_TEXT:
+        if self.text_len < KEEP_TEXT:
             self.text.append(piece)
             self.text_len += len(piece)
 
     def _take_text(self) -> bytes:
-        text = b"".join(self.text)[:_KEEP_TEXT]
+        text = b"".join(self.text)[:KEEP_TEXT]
         self.text, self.text_len = [], 0
         return text
 

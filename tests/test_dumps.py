@@ -630,7 +630,8 @@ def test_supabase_dump_is_verified_with_its_needs() -> None:
         "large_objects": 0}
     assert report.extensions == S.SUPABASE_EXTENSIONS
     assert report.to_dict()["tables"]["public.Transaction"] == 4
-    assert set(report.to_dict()) == {"ok", "problems", "pg_dump_version", "server_version", "tables", "requires"}
+    assert set(report.to_dict()) == {"ok", "problems", "pg_dump_version", "server_version", "tables", "requires",
+                                     "superuser_unsafe_routines"}
 
 
 def left(report: dumps.Report) -> dict[tuple[str, str, str], str]:

@@ -6,13 +6,21 @@ The referee is always the real thing: psql (or libpq through psycopg) connecting
 """
 from __future__ import annotations
 
+import gzip
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
+
+from ops import dumps
+from ops.errors import VerificationFailed
+
+from . import dump_samples as S
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,3 +80,137 @@ def test_service_file_lines_libpq_rejects_make_the_service_unusable():
             urls.resolve_params({"service": name}, {}, services, "me")
     with pytest.raises(urls.TargetError, match="servicefile"):
         urls.resolve_params({"service": "ok", "servicefile": "/elsewhere"}, {}, services, "me")
+
+
+# -- a backup must not run anything on the database server ---------------------------------------------------------
+# Functions a tampered source database defines, called from a CHECK constraint during the restore's COPY. Each
+# leaves a file on the server's machine when it runs with a superuser's rights; pg_dump writes all of them itself.
+SERVER_CODE = {
+    "plpgsql-dynamic-execute": "LANGUAGE plpgsql AS $f$ BEGIN EXECUTE 'CO' || 'PY (SELECT 1) TO PRO' || 'GRAM ' "
+                               "|| quote_literal('touch {marker}'); RETURN true; END $f$",
+    "sql-copy-program-after-semicolon": "LANGUAGE sql AS $f$ COPY (SELECT ';') TO PROGRAM 'touch {marker}'; "
+                                        "SELECT true $f$",
+    "sql-lo-export": "LANGUAGE sql AS $f$ SELECT lo_from_bytea(4242, '\\x41'::bytea); "
+                     "SELECT lo_export(4242, '{marker}') > 0 $f$",
+}
+
+
+def tampered_backup(source_url: str, body: str, path: Path) -> Path:
+    """A source database whose CHECK constraint calls `body`, dumped the nightly way (the function is made
+    harmless while the row goes in, then replaced: a CHECK is not checked again)."""
+    with psycopg.connect(source_url, autocommit=True) as conn:
+        conn.execute("CREATE FUNCTION public.chk(i int) RETURNS boolean LANGUAGE sql AS $$ SELECT true $$")
+        conn.execute("CREATE TABLE public.t (id int CHECK (public.chk(id)), s text)")
+        conn.execute("INSERT INTO public.t VALUES (1, 'a')")
+        conn.execute(f"CREATE OR REPLACE FUNCTION public.chk(i int) RETURNS boolean {body}")
+    from ops import pg
+    dump = subprocess.run(["pg_dump", "-w", "--no-owner", "--no-privileges", "--clean", "--if-exists"],
+                          env=pg.tool_env(source_url, os.environ), capture_output=True, check=True, timeout=120).stdout
+    path.write_bytes(gzip.compress(dump, 9))
+    return path
+
+
+@pytest.mark.parametrize("kind", sorted(SERVER_CODE))
+def test_backup_functions_cannot_run_programs_on_the_server_as_superuser(kind, make_db, tmp_path):
+    marker = Path("/tmp") / f"ops-pwned-{secrets.token_hex(6)}"
+    source, staging = make_db("src"), make_db("stage")
+    backup = tampered_backup(source, SERVER_CODE[kind].format(marker=marker), tmp_path / "backup_evil.sql.gz")
+    env = {"STAGING_DATABASE_URL": staging, "HOME": str(tmp_path),
+           "INVOKE_OPS_AUDIT_LOG": str(tmp_path / "audit.jsonl")}
+    try:
+        verify = inv("restore.verify", "--file", str(backup), env=env)
+        assert "public.chk" in verify.stdout, verify.stdout      # verify names the function among the needs
+        result = inv("restore.staging", "--file", str(backup), "--yes", env=env)
+        assert result.returncode != 0, result.stdout + result.stderr
+        assert "superuser" in result.stdout + result.stderr
+        assert not marker.exists()
+        with psycopg.connect(staging) as conn:                   # nothing of the backup arrived
+            assert conn.execute("SELECT to_regclass('public.t')").fetchone() == (None,)
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def risky(name: str = "evil", body: str = "BEGIN EXECUTE 'SELECT 1'; RETURN true; END") -> str:
+    return S.entry(f"{name}(i integer)", "FUNCTION", f"CREATE FUNCTION public.{name}(i integer) RETURNS boolean\n"
+                   f"    LANGUAGE plpgsql\n    AS $$ {body} $$;")
+
+
+def harmless(name: str, calls: str) -> str:
+    return S.entry(f"{name}(i integer)", "FUNCTION", f"CREATE FUNCTION public.{name}(i integer) RETURNS boolean\n"
+                   f"    LANGUAGE sql\n    AS $$ SELECT public.{calls}(i) $$;")
+
+
+def checked_table(calls: str) -> str:
+    sql = f"CREATE TABLE public.t (\n    id integer,\n    CONSTRAINT c CHECK (public.{calls}(id))\n);"
+    return S.entry("t", "TABLE", sql) + S.data("t", "id", ["1"])
+
+
+def refused_as_superuser(data: bytes, superuser: bool = True) -> dumps.Report:
+    reader = dumps.DumpReader(dumps.Plan(scope=None, superuser=superuser))
+    with pytest.raises(VerificationFailed, match="superuser"):
+        b"".join(reader.filter([data]))
+    return reader.report
+
+
+def passes(data: bytes, superuser: bool = True) -> dumps.Report:
+    reader = dumps.DumpReader(dumps.Plan(scope=None, superuser=superuser))
+    b"".join(reader.filter([data]))
+    return reader.report
+
+
+def test_a_routine_the_restore_never_runs_may_use_dynamic_sql():
+    """pagila's rewards_report() builds SQL with EXECUTE; nothing in the restore calls it, so it restores."""
+    report = passes(S.dump(risky(), S.entry("t", "TABLE", "CREATE TABLE public.t (\n    id integer\n);"),
+                           S.data("t", "id", ["1"])))
+    assert report.server_reach == []
+
+
+def test_routines_the_restore_runs_are_followed_through_other_routines_in_any_order():
+    direct = S.dump(risky(), checked_table("evil"))
+    through = S.dump(harmless("a", "b"), checked_table("a"), risky("b"))       # b is defined after the table
+    for data in (direct, through):
+        report = refused_as_superuser(data)
+        assert report.problems[0].kind == "superuser-code" and "restore as a role" in report.problems[0].hint
+        assert passes(data, superuser=False).server_reach                      # listed, not refused
+        verified = dumps.inspect([data])
+        assert verified.ok and verified.server_reach                          # verify lists it
+
+
+@pytest.mark.parametrize("context", [
+    "CREATE INDEX i ON public.t USING btree (public.evil(id));",
+    "CREATE MATERIALIZED VIEW public.m AS\n SELECT public.evil(1) AS x\n  WITH NO DATA;",
+    "CREATE TRIGGER tr BEFORE INSERT ON public.t FOR EACH ROW EXECUTE FUNCTION public.evil();",
+    "CREATE EVENT TRIGGER e ON ddl_command_end\n   EXECUTE FUNCTION public.evil();",
+    "CREATE AGGREGATE public.agg(integer) (\n    SFUNC = public.evil,\n    STYPE = integer\n);\n"
+    "CREATE VIEW public.v AS\n SELECT public.agg(t.id) AS agg\n   FROM public.t;",
+    "CREATE OPERATOR public.=== (\n    FUNCTION = public.evil,\n    LEFTARG = integer,\n    RIGHTARG = integer\n);",
+], ids=["index", "matview", "trigger", "event-trigger", "aggregate", "operator"])
+def test_every_way_the_restore_runs_a_routine_counts(context):
+    refused_as_superuser(S.dump(risky(), S.entry("t", "TABLE", "CREATE TABLE public.t (\n    id integer\n);"),
+                                S.entry("x", "INDEX", context)))
+
+
+@pytest.mark.parametrize("body", [
+    "BEGIN PERFORM lo_export(1, '/tmp/x'); RETURN true; END",
+    "BEGIN COPY (SELECT 1) TO '/tmp/x'; RETURN true; END",
+    "BEGIN CREATE EXTENSION file_fdw; RETURN true; END",
+    "BEGIN ALTER ROLE postgres PASSWORD 'x'; RETURN true; END",
+    "BEGIN PERFORM set_config('role', 'postgres', false); RETURN true; END",
+    "-- " + "x" * 70000 + "\nBEGIN RETURN true; END",
+], ids=["lo-export", "copy", "extension", "role", "set-config", "too-long"])
+def test_what_makes_a_routine_reach_the_server(body):
+    refused_as_superuser(S.dump(risky(body=body), checked_table("evil")))
+
+
+def test_a_statement_too_long_to_read_whole_reaches_every_routine():
+    columns = ",\n    ".join(f"c{i} integer" for i in range(2500))
+    data = S.dump(risky(), S.entry("t", "TABLE", f"CREATE TABLE public.t (\n    {columns},\n"
+                                                 "    CONSTRAINT c CHECK (public.evil(c1))\n);"))
+    refused_as_superuser(data)
+
+
+def test_sql_built_from_pieces_in_a_check_is_refused():
+    check = "(query_to_xml('SELECT public.ev' || 'il()', true, true, '') IS NOT NULL)"
+    sql = f"CREATE TABLE public.t (\n    id integer,\n    CONSTRAINT c CHECK ({check})\n);"
+    data = S.dump(S.entry("t", "TABLE", sql))
+    assert "server-function" in {p.kind for p in dumps.inspect([data]).problems}
