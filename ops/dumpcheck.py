@@ -149,6 +149,8 @@ def analyze(st: Statement, line: bytes | None = None) -> Facts:
     handler = _HANDLERS.get(kind)
     if handler is not None:
         handler(st, facts, line)
+    if kind in ("create", "alter"):
+        _foreign_options(st, facts)
     routine = _is_routine(st)
     if kind not in _NO_CALL_CHECK and kind not in ("select", "insert") and not routine:
         for _, name in calls(st):
@@ -303,6 +305,22 @@ def _routine(st: Statement, facts: Facts, i: int) -> None:
         facts.server_reach.append("it is too long to check whole")
     if found:
         facts.server_reach.append(f"its body uses {', '.join(found)}")
+
+
+def _foreign_options(st: Statement, facts: Facts) -> None:
+    """file_fdw's `program` option runs a program on the server for whoever reads the table (a materialized view
+    the restore refreshes), and `filename` reads the server's files: a lottery backup has neither."""
+    toks = st.tokens
+    for k in range(len(toks) - 1):
+        if toks[k][0] == "id" and toks[k][1].lower() == b"options" and toks[k + 1] == ("op", b"("):
+            for kind, value in toks[k + 2:]:
+                if kind == "op" and value == b")":
+                    break
+                if kind == "id" and value.lower() in (b"program", b"filename"):
+                    facts.problems.append(("server-function", f"a foreign table or server with the option "
+                                                              f"{value.decode().lower()}: it runs a program or reads "
+                                                              "a file on the database server"))
+                    return
 
 
 _WORD = re.compile(rb"[A-Za-z_\x80-\xff][A-Za-z0-9_$\x80-\xff]*")

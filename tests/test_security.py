@@ -214,3 +214,32 @@ def test_sql_built_from_pieces_in_a_check_is_refused():
     sql = f"CREATE TABLE public.t (\n    id integer,\n    CONSTRAINT c CHECK ({check})\n);"
     data = S.dump(S.entry("t", "TABLE", sql))
     assert "server-function" in {p.kind for p in dumps.inspect([data]).problems}
+
+
+def test_a_foreign_table_reading_a_program_is_refused(make_db, tmp_path):
+    """file_fdw runs `program` for whoever reads the table: a materialized view refreshed by the restore did,
+    with --schemas all, as the superuser; all of it pg_dump output."""
+    marker = Path("/tmp") / f"ops-pwned-{secrets.token_hex(6)}"
+    source, staging = make_db("src"), make_db("stage")
+    with psycopg.connect(source, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'file_fdw'").fetchone() is None:
+            pytest.skip("file_fdw is not installed on this server")
+        conn.execute("CREATE EXTENSION file_fdw; CREATE SERVER s FOREIGN DATA WRAPPER file_fdw")
+        conn.execute("CREATE FOREIGN TABLE public.ft (x text) SERVER s OPTIONS (program 'echo hi')")
+        conn.execute("CREATE MATERIALIZED VIEW public.m AS SELECT * FROM public.ft")
+        conn.execute(f"ALTER FOREIGN TABLE public.ft OPTIONS (SET program 'touch {marker}')")
+    from ops import pg
+    dump = subprocess.run(["pg_dump", "-w", "--no-owner", "--no-privileges", "--clean", "--if-exists"],
+                          env=pg.tool_env(source, os.environ), capture_output=True, check=True, timeout=120).stdout
+    backup = tmp_path / "backup_fdw.sql.gz"
+    backup.write_bytes(gzip.compress(dump))
+    env = {"STAGING_DATABASE_URL": staging, "HOME": str(tmp_path),
+           "INVOKE_OPS_AUDIT_LOG": str(tmp_path / "audit.jsonl")}
+    try:
+        assert inv("restore.verify", "--file", str(backup), env=env).returncode != 0
+        result = inv("restore.staging", "--file", str(backup), "--yes", "--schemas", "all", env=env)
+        assert result.returncode != 0, result.stdout + result.stderr
+        assert "program" in result.stdout + result.stderr
+        assert not marker.exists()
+    finally:
+        marker.unlink(missing_ok=True)
