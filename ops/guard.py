@@ -249,15 +249,16 @@ def judge(settings: Settings, url: str, *, read_db_marker: bool = True, vantage:
 
 def _connection(params: Mapping[str, str]) -> tuple[str, dict[str, str]]:
     """A conninfo naming every part explicitly (so PG* variables cannot redirect it after judging), and the
-    environment to give psql/pg_dump: the same parts as PG* variables, the password only there."""
+    environment to give psql/pg_dump: every part that has a PG* variable (where to connect, and the TLS, channel
+    binding and authentication demands that protect the password), the password only there. Not the client
+    encoding: psql reads a dump's first lines before its `SET client_encoding`, and the dump checker reads them
+    as an ASCII-safe encoding, which every server encoding is."""
     from psycopg.conninfo import make_conninfo
 
+    from .pg import PG_ENV
+
     conninfo = make_conninfo("", **dict(params))
-    names = {"host": "PGHOST", "hostaddr": "PGHOSTADDR", "port": "PGPORT", "dbname": "PGDATABASE",
-             "user": "PGUSER", "password": "PGPASSWORD", "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT",
-             "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY", "options": "PGOPTIONS",
-             "connect_timeout": "PGCONNECT_TIMEOUT", "target_session_attrs": "PGTARGETSESSIONATTRS"}
-    pg_env = {var: params[key] for key, var in names.items() if params.get(key)}
+    pg_env = {var: params[key] for key, var in PG_ENV.items() if params.get(key) and key != "client_encoding"}
     return conninfo, pg_env
 
 

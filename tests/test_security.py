@@ -243,3 +243,21 @@ def test_a_foreign_table_reading_a_program_is_refused(make_db, tmp_path):
         assert not marker.exists()
     finally:
         marker.unlink(missing_ok=True)
+
+
+# -- what psql is handed is what was judged, with every protection the URL asked for -------------------------------------
+def test_target_env_keeps_the_protections_the_url_asks_for():
+    """psql and pg_dump get Target.env only: a URL asking for channel binding, SCRAM only, a minimum TLS version or
+    a peer check lost them there, and the password went to whatever answered."""
+    from ops import guard
+    from ops.config import Settings
+
+    url = ("postgresql://app:pw@staging.invalid/app?sslmode=verify-full&channel_binding=require"
+           "&require_auth=scram-sha-256&ssl_min_protocol_version=TLSv1.3&gssencmode=disable&sslcrl=/x.crl"
+           "&client_encoding=SJIS")
+    target = guard.require(Settings.from_dict(env={}), url, action="test", read_marker=False)
+    assert {k: target.env.get(k) for k in ("PGCHANNELBINDING", "PGREQUIREAUTH", "PGSSLMINPROTOCOLVERSION",
+                                           "PGGSSENCMODE", "PGSSLCRL", "PGSSLMODE")} == {
+        "PGCHANNELBINDING": "require", "PGREQUIREAUTH": "scram-sha-256", "PGSSLMINPROTOCOLVERSION": "TLSv1.3",
+        "PGGSSENCMODE": "disable", "PGSSLCRL": "/x.crl", "PGSSLMODE": "verify-full"}
+    assert "PGCLIENTENCODING" not in target.env       # psql reads the dump in the server's encoding until its SET
