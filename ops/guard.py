@@ -160,11 +160,18 @@ def _os_user(env: Mapping[str, str]) -> str:
         return env.get("USER", "")
 
 
+# Every name qualified: a search_path putting another schema before pg_catalog (a database setting, `options` in
+# the URL) must not let look-alike tables or functions answer.
 MARKER_QUERY = """
-SELECT (SELECT split_part(cfg, '=', 2) FROM pg_db_role_setting s, unnest(s.setconfig) AS cfg
-         WHERE s.setrole = 0 AND s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
-           AND split_part(cfg, '=', 1) = %(name)s),
-       current_setting(%(name)s, true)
+SELECT (SELECT pg_catalog.split_part(cfg, '=', 2)
+          FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) AS cfg
+         WHERE s.setrole OPERATOR(pg_catalog.=) 0
+           AND s.setdatabase OPERATOR(pg_catalog.=) (
+                 SELECT d.oid FROM pg_catalog.pg_database d
+                  WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
+           AND pg_catalog.lower(pg_catalog.split_part(cfg, '=', 1)) OPERATOR(pg_catalog.=) %(name)s::pg_catalog.text
+         LIMIT 1),
+       pg_catalog.current_setting(%(name)s::pg_catalog.text, true)
 """
 
 

@@ -261,3 +261,21 @@ def test_target_env_keeps_the_protections_the_url_asks_for():
         "PGCHANNELBINDING": "require", "PGREQUIREAUTH": "scram-sha-256", "PGSSLMINPROTOCOLVERSION": "TLSv1.3",
         "PGGSSENCMODE": "disable", "PGSSLCRL": "/x.crl", "PGSSLMODE": "verify-full"}
     assert "PGCLIENTENCODING" not in target.env       # psql reads the dump in the server's encoding until its SET
+
+
+def test_marker_read_cannot_be_shadowed_by_objects_on_the_search_path(make_db):
+    """The marker query named catalogs and functions unqualified: with public searched before pg_catalog (a
+    database setting, or `options` in the URL), look-alikes in public answered 'staging'."""
+    from ops import guard
+    from ops.config import Settings
+
+    url = make_db("app")
+    with psycopg.connect(url, autocommit=True) as conn:
+        dbname = conn.info.dbname
+        conn.execute(f'ALTER DATABASE "{dbname}" SET ops.environment = \'production\'')
+        conn.execute("CREATE TABLE public.pg_db_role_setting (setdatabase oid, setrole oid, setconfig text[])")
+        conn.execute("CREATE FUNCTION public.current_setting(text, boolean) RETURNS text LANGUAGE sql "
+                     "AS $$ SELECT 'staging'::text $$")
+    shadowed = url + ("&" if "?" in url else "?") + "options=-c%20search_path%3Dpublic,pg_catalog"
+    target = guard.judge(Settings.from_dict(env={}), shadowed)
+    assert target.marker == "production" and target.refused, target.explain()
