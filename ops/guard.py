@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -219,7 +220,7 @@ def judge(settings: Settings, url: str, *, read_db_marker: bool = True, vantage:
     try:
         ident = identify(url, env, vantage)
     except urls.TargetError as exc:
-        return Target(url, redacted, "", "", "", (), (), error=str(exc))
+        return Target(url, _shown_unparsed(url or ""), "", "", "", (), (), error=_safe_error(str(exc), url or ""))
     notes: list[str] = []
     production = None
     prod_url = settings.env_var("DATABASE_URL")
@@ -231,7 +232,8 @@ def judge(settings: Settings, url: str, *, read_db_marker: bool = True, vantage:
             production = identify(prod_url, env, vantage)
         except urls.TargetError as exc:
             return Target(url, redacted, ident.key(), ident.dbname, ident.user, (), (),
-                          error=f"DATABASE_URL cannot be understood ({exc}), so production cannot be told apart")
+                          error=f"DATABASE_URL cannot be understood ({_safe_error(str(exc), prod_url)}), so "
+                                "production cannot be told apart")
     try:
         reasons = urls.production_reasons(ident, production=production, rules=_rules(settings, env, vantage),
                                           tokens=settings.get("production.name_tokens") or [])
@@ -252,6 +254,24 @@ def judge(settings: Settings, url: str, *, read_db_marker: bool = True, vantage:
     return Target(url, redacted, ident.key(), ident.dbname, ident.user,
                   tuple(e.describe() for e in ident.endpoints), tuple(reasons), tuple(notes), marker,
                   conninfo=conninfo, env=pg_env)
+
+
+def _safe_error(message: str, url: str) -> str:
+    """A TargetError's message without any piece of the password: libpq and the guard quote the part they could
+    not read, and in a URL with a password written wrongly that part is the password or a piece of it."""
+    from .redact import passwords_in, redact_text
+
+    if "@" in url or "password" in url.lower():
+        message = re.sub(r'"[^"]*"|\'[^\']*\'', "'***'", message)
+    return redact_text(message, passwords_in(url))
+
+
+def _shown_unparsed(url: str) -> str:
+    """How to show a target the guard could not read: redacted, and a key=value string cut after `password=` (where
+    its quoting went wrong the rest may be the password)."""
+    if "://" in url:
+        return redact_url(url)
+    return re.sub(r"(?is)(\bpassword\s*=).*", r"\1*** ...", redact_url(url))
 
 
 def _connection(params: Mapping[str, str]) -> tuple[str, dict[str, str]]:

@@ -40,6 +40,11 @@ def parse_conninfo(text: str) -> dict[str, str]:
 
     if not isinstance(text, str) or not text.strip():
         raise TargetError("the target is empty")
+    uri = re.match(r"postgres(?:ql)?://([^/]*)([^?]*)", text)
+    if uri is not None and (uri[1].count("@") > 1 or "@" in uri[2]):
+        # libpq would read the rest of a password holding @ or / as a host, port or database name (and show it)
+        raise TargetError("the URL holds an @ where libpq does not expect one: write @, /, ?, # and spaces in the "
+                          "password percent-encoded (%40, %2F, %3F, %23, %20)")
     try:
         params = conninfo_to_dict(text)
     except Exception as exc:  # psycopg.ProgrammingError: libpq's own message
@@ -214,6 +219,8 @@ def resolve_params(params: Mapping[str, str], env: Mapping[str, str],
 def endpoints(params: Mapping[str, str], resolve: Resolver, local_addresses: frozenset[str]) -> tuple[Endpoint, ...]:
     """The hosts libpq would try, paired with ports and hostaddrs as libpq pairs them."""
     hosts = _split(params.get("host"))
+    if any("@" in h.strip()[1:] for h in hosts):
+        raise TargetError("a host name holds an @ (a password with an @ written as it is?): write it as %40")
     addrs = _split(params.get("hostaddr"))
     count = max(len(hosts), len(addrs), 1)
     if hosts and addrs and len(hosts) != len(addrs):
@@ -262,8 +269,8 @@ def supabase_ref(params: Mapping[str, str], eps: Iterable[Endpoint]) -> str | No
     return None
 
 
-def identify(text: str, *, env: Mapping[str, str], services: Mapping[str, Mapping[str, str] | str], os_user: str,
-             resolve: Resolver, local_addresses: frozenset[str]) -> Identity:
+def identify(text: str, *, env: Mapping[str, str], services: Mapping[str, Mapping[str, str] | str],
+             os_user: str, resolve: Resolver, local_addresses: frozenset[str]) -> Identity:
     params = resolve_params(parse_conninfo(text), env, services, os_user)
     eps = endpoints(params, resolve, local_addresses)
     return Identity(eps, params["dbname"], params["user"], supabase_ref(params, eps), params)

@@ -279,3 +279,29 @@ def test_marker_read_cannot_be_shadowed_by_objects_on_the_search_path(make_db):
     shadowed = url + ("&" if "?" in url else "?") + "options=-c%20search_path%3Dpublic,pg_catalog"
     target = guard.judge(Settings.from_dict(env={}), shadowed)
     assert target.marker == "production" and target.refused, target.explain()
+
+
+# -- secrets: a password written the wrong way must not be printed either ---------------------------------------------
+# Passwords an operator may paste into a URL without percent-encoding them (every piece of each holds "SECRET"):
+# libpq then parses a different password, a host or database holding the rest, or fails with a message quoting it.
+BADLY_WRITTEN = [
+    "postgresql://postgres:SECRET1/SECRET2@127.0.0.1:1/stg",
+    "postgresql://postgres:SECRET1@SECRET2@127.0.0.1:1/stg",
+    "postgresql://postgres:SECRET1 SECRET2@127.0.0.1:1/stg",
+    "postgresql://postgres:SECRET1%zzSECRET2@127.0.0.1:1/stg",
+    "postgresql://postgres:SECRET1?SECRET2@127.0.0.1:1/stg",
+    "postgresql://postgres:SECRET1#SECRET2@127.0.0.1:1/stg",
+    "host=127.0.0.1 port=1 dbname=stg password=SECRET1\\ SECRET2",
+    "host=127.0.0.1 port=1 dbname=stg password=SECRET1 SECRET2",
+    "host=127.0.0.1 port=1 dbname=stg password='SECRET1 \\' SECRET2'",
+    "host=127.0.0.1 port=1 dbname=stg password=SECRET1' SECRET2",
+]
+
+
+@pytest.mark.parametrize("url", BADLY_WRITTEN)
+def test_badly_written_passwords_are_never_printed(url, tmp_path):
+    checked = inv("guard.check", url, env={"HOME": str(tmp_path)})
+    assert "SECRET" not in checked.stdout + checked.stderr, checked.stdout + checked.stderr
+    staged = inv("restore.staging", "--file", str(tmp_path / "none.sql.gz"), "--dry-run",
+                 env={"HOME": str(tmp_path), "STAGING_DATABASE_URL": url, "DATABASE_URL": url.replace("stg", "prd")})
+    assert "SECRET" not in staged.stdout + staged.stderr, staged.stdout + staged.stderr
