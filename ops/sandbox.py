@@ -209,6 +209,10 @@ def demo(c, users=2000):
     settings = Settings.from_context(c)
     server = find_server(settings)
     print(f"sandbox server: {server.how}")
+    # it drops, creates and seeds databases there: not on production's server reached through production itself
+    # (OPS_SANDBOX_URL=$DATABASE_URL), and not over a database that is production in any way the guard knows
+    for url in (server.admin_url, server.url(SOURCE_DB), server.url(STAGING_DB)):
+        guard.require(settings, url, action="sandbox.demo")
     source, staging = recreate(server, SOURCE_DB), recreate(server, STAGING_DB)
     seed(source, int(users))
     print(f"seeded {SOURCE_DB}: " + ", ".join(f"{t} {n:,}" for t, n in sorted(pg.table_counts(source).items())))

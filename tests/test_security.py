@@ -305,3 +305,22 @@ def test_badly_written_passwords_are_never_printed(url, tmp_path):
     staged = inv("restore.staging", "--file", str(tmp_path / "none.sql.gz"), "--dry-run",
                  env={"HOME": str(tmp_path), "STAGING_DATABASE_URL": url, "DATABASE_URL": url.replace("stg", "prd")})
     assert "SECRET" not in staged.stdout + staged.stderr, staged.stdout + staged.stderr
+
+
+# -- every write asks the guard ----------------------------------------------------------------------------------------
+def test_sandbox_demo_asks_the_guard_before_dropping_databases(make_db, pg_server, tmp_path):
+    """sandbox.demo dropped, created and seeded databases on whatever server OPS_SANDBOX_URL named, production's
+    included (OPS_SANDBOX_URL=$DATABASE_URL is an easy slip), without asking the guard."""
+    import json
+
+    production = make_db("lottery")
+    config = tmp_path / "invoke.json"
+    config.write_text(json.dumps({"ops": {"audit_log": str(tmp_path / "audit.jsonl")}}))
+    with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
+        before = conn.execute("SELECT datname, oid FROM pg_database WHERE datname LIKE 'sandbox_%'").fetchall()
+    out = inv("sandbox.demo", "--users", "10", env={"OPS_SANDBOX_URL": production, "DATABASE_URL": production,
+                                                     "INVOKE_RUNTIME_CONFIG": str(config)})
+    assert out.returncode == 3, out.stdout + out.stderr
+    with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
+        after = conn.execute("SELECT datname, oid FROM pg_database WHERE datname LIKE 'sandbox_%'").fetchall()
+    assert sorted(after) == sorted(before)
