@@ -231,6 +231,10 @@ class Lexer:
             self.prev_word = m.group()
             return end
         if kind == "num":
+            if line[end:end + 1] in (b"E", b"e") and line[end + 1:end + 2] in (b"-", b"+"):
+                end += 2                               # psqlscan.l {realfail}: `1e-` is one token, so `1e--` is no
+                self._token("num", line[pos:end])      # comment (the `-` after it is an operator)
+                return end
             if line[end:end + 2] in (b"E'", b"e'"):
                 self._alarm("ambiguous-literal", "a number written against E'...' lexes differently in psql "
                                                  "versions; pg_dump never writes that")
@@ -330,9 +334,12 @@ class Lexer:
                     self._alarm("psql-variable", f"psql would splice in the variable {text.decode('latin-1')}")
             elif text[1:2] == b"{":
                 self._alarm("psql-variable", "psql would test a variable with :{?name}")
-            elif text[1:] in PSQL_VARIABLES:
-                self._alarm("psql-variable", f"psql would splice in its variable {text.decode('latin-1')}")
-        self._token("op", b":")
+            else:
+                if text[1:] in PSQL_VARIABLES:
+                    self._alarm("psql-variable", f"psql would splice in its variable {text.decode('latin-1')}")
+                self._token("op", b":")
+                return var.end()                       # psql reads `:name` as one token (an unset variable is
+        self._token("op", b":")                        # echoed as it is): `:a$b$` is no dollar quote
         return end
 
     def _comment(self, line: bytes, pos: int, n: int) -> int:

@@ -324,3 +324,20 @@ def test_sandbox_demo_asks_the_guard_before_dropping_databases(make_db, pg_serve
     with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
         after = conn.execute("SELECT datname, oid FROM pg_database WHERE datname LIKE 'sandbox_%'").fetchall()
     assert sorted(after) == sorted(before)
+
+
+# -- the dump lexer against psql: meta-commands it missed ---------------------------------------------------------------
+@pytest.mark.parametrize("text", [
+    "SELECT 1;\n1e--\\echo :MARK\n;\n",                       # psql 15 reads `1e-` as one (bad) number: no comment
+    "SELECT 1;\n1.5E+-\\echo :MARK\n;\n",
+    "SELECT 1;\n:case$a$n'$b$'': $1$a$\\echo :MARK\n--\n;\n",  # `:case` is one token (a psql variable), then $a$
+    "SELECT 1;\n:x$$'$$\\echo :MARK\n;\n",
+], ids=["number-e-minus", "number-e-plus", "variable-then-dollar", "variable-then-empty-dollar"])
+def test_lexer_sees_the_meta_commands_psql_runs(text, make_db):
+    """Found by a differential fuzz against psql 15: each ran `\\echo` while the lexer saw no backslash command."""
+    from tests.test_dumps import MARK, lexer_alarms
+
+    proc = subprocess.run(["psql", "-X", "-q", "-d", make_db("lex"), "-v", "ON_ERROR_STOP=0", "-v", f"MARK={MARK}"],
+                          input=text.encode(), capture_output=True, timeout=30)
+    assert MARK.encode() in proc.stdout                     # the referee: psql runs it
+    assert "meta-command" in lexer_alarms(text)
