@@ -29,11 +29,14 @@ _TOKEN = re.compile(
     rb"(?P<sp>[ \t\n\r\f]+)"
     rb"|(?P<e>[Ee]')"
     rb"|(?P<id>[A-Za-z_\x80-\xff][A-Za-z0-9_$\x80-\xff]*)"
-    rb"|(?P<num>[0-9][0-9_]*(?:\.[0-9_]*)?(?:[Ee][-+]?[0-9]+)?|\.[0-9][0-9_]*(?:[Ee][-+]?[0-9]+)?)"
+    rb"|(?P<num>[0-9](?:_?[0-9])*(?:\.(?:[0-9](?:_?[0-9])*)?)?(?:[Ee][-+]?[0-9]+)?"
+    rb"|\.[0-9](?:_?[0-9])*(?:[Ee][-+]?[0-9]+)?)"
     rb"|(?P<q>')|(?P<dq>\")|(?P<dol>\$)|(?P<cm>--)|(?P<bc>/\*)|(?P<bs>\\)|(?P<col>:)"
     rb"|(?P<op>.)",
     re.S,
 )
+_IDENT_START = re.compile(rb"[A-Za-z_\x80-\xff]")
+_JUNK = re.compile(rb"[A-Za-z_\x80-\xff][A-Za-z0-9_$\x80-\xff]*")
 _DOLLAR_TAG = re.compile(rb"\$(?:[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*)?\$")
 _PARAM = re.compile(rb"\$[0-9]+")
 _XE_SPECIAL = re.compile(rb"[\\']")
@@ -238,6 +241,13 @@ class Lexer:
             if line[end:end + 2] in (b"E'", b"e'"):
                 self._alarm("ambiguous-literal", "a number written against E'...' lexes differently in psql "
                                                  "versions; pg_dump never writes that")
+            elif _IDENT_START.match(line, end):
+                # `1_$$`, `1e$$`: psql 15+ reads number and word as one (junk) token, older psql the word as an
+                # identifier or a dollar quote; either way the `$` inside opens no quote
+                self._alarm("ambiguous-literal", "a number written against a word lexes differently in psql "
+                                                 "versions; pg_dump never writes that")
+                self._token("num", m.group())
+                return _JUNK.match(line, end).end()  # type: ignore[union-attr]
             self._token("num", m.group())
             return end
         if kind == "q":
