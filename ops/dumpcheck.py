@@ -31,6 +31,10 @@ DUMP_SELECT_FUNCTIONS = frozenset(
 UNTRUSTED_LANGUAGES = frozenset("c internal plpythonu plpython2u plpython3u plperlu pltclu plsh plr".split())
 # Client encodings in which a byte of a multibyte character can look like a backslash or quote to a scanner.
 UNSAFE_ENCODINGS = frozenset("SJIS SHIFT_JIS_2004 BIG5 GBK GB18030 UHC JOHAB".split())
+# Settings a superuser may change in a session that open the system catalogs or the server's libraries.
+UNSAFE_SETTINGS = frozenset("allow_system_table_mods dynamic_library_path ignore_system_indexes zero_damaged_pages "
+                            "allow_in_place_tablespaces".split())
+SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema", "pg_toast"})
 ALLOWED_KINDS = frozenset(
     "set select copy insert create alter drop comment grant revoke security refresh begin commit".split())
 _CLUSTER_OBJECTS = frozenset("database role user group tablespace subscription system".split())
@@ -184,6 +188,9 @@ def _set(st: Statement, facts: Facts, line: bytes | None) -> None:
     if name == "standard_conforming_strings" and shown.lower() != "on":
         facts.problems.append(("setting", f"sets standard_conforming_strings to {shown!r}: psql would then read "
                                           "quotes differently from what was checked"))
+    if name in UNSAFE_SETTINGS:
+        facts.problems.append(("setting", f"sets {name}, which a superuser may use to write the system catalogs or "
+                                          "load code; pg_dump never sets it"))
     if name == "client_encoding" and shown.upper().replace("-", "_") in UNSAFE_ENCODINGS:
         facts.problems.append(("setting", f"client encoding {shown} can hide quotes and backslashes inside "
                                           "characters; only UTF8 and other ASCII-safe encodings are accepted"))
@@ -224,17 +231,29 @@ def _copy(st: Statement, facts: Facts, line: bytes | None) -> None:
         return
     facts.enters_copy = True
     facts.table = table_key(m["table"])
+    _system_table(facts)
+
+
+def _system_table(facts: Facts) -> None:
+    """pg_dump never fills a table of the system catalogs (an unqualified pg_* name finds pg_catalog first)."""
+    table = facts.table or ""
+    schema, _, name = table.rpartition(".")
+    if schema in SYSTEM_SCHEMAS or schema.startswith("pg_") or (not schema and name.startswith("pg_")):
+        facts.problems.append(("copy-form", f"{facts.kind.upper()} into the system table {table}: pg_dump never "
+                                            "writes rows there (a superuser could make roles or functions that way)"))
 
 
 def _insert(st: Statement, facts: Facts, line: bytes | None) -> None:
     if st.table is not None:                    # read by the lexer's fast path: one row of literals
         facts.table, facts.rows = table_key(st.table), st.insert_rows
+        _system_table(facts)
         return
     if st.word(1) != "into":
         facts.problems.append(("statement-kind", "INSERT without INTO"))
         return
     schema, name, _ = name_at(st.tokens, 2)
     facts.table = f"{schema}.{name}" if schema else name
+    _system_table(facts)
     if not st.values_seen:
         facts.problems.append(("statement-kind", "an INSERT without VALUES is not something pg_dump writes"))
     for word in st.calls_in_values:

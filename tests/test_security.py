@@ -345,3 +345,22 @@ def test_lexer_sees_the_meta_commands_psql_runs(text, make_db):
                           input=text.encode(), capture_output=True, timeout=30)
     assert MARK.encode() in proc.stdout                     # the referee: psql runs it
     assert {"meta-command", "ambiguous-literal"} & set(lexer_alarms(text))
+
+
+def test_writes_into_the_system_catalogs_are_refused():
+    """With `SET allow_system_table_mods = on` (a superuser may) a COPY into pg_catalog.pg_authid makes a superuser
+    role on the staging server; only the row count check stopped it, by luck (pg_authid was not empty)."""
+    table = S.entry("t", "TABLE", "CREATE TABLE public.t (\n    id integer\n);")
+    cols = "oid, rolname, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin, rolreplication, rolbypassrls"
+    row = "990001\tevil_admin\tt\tt\tt\tt\tt\tf\tf"
+    catalog_copy = S.data("pg_authid", cols, [row], schema="pg_catalog")
+    catalog_insert = S.entry("pg_authid", "TABLE DATA", "INSERT INTO pg_catalog.pg_authid (oid, rolname) VALUES "
+                                                        "(990001, 'evil_admin');", schema="pg_catalog")
+    for data in (S.dump(table, "SET allow_system_table_mods = on;\n\n"),
+                 S.dump(table, "SET dynamic_library_path = '/tmp';\n\n"),
+                 S.dump(table, catalog_copy), S.dump(table, catalog_insert),
+                 S.dump(table, S.data("columns", "x", ["1"], schema="information_schema"))):
+        report = dumps.inspect([data])
+        assert not report.ok, data.decode()[-400:]
+        with pytest.raises(VerificationFailed):
+            b"".join(dumps.DumpReader(dumps.Plan(scope=None)).filter([data]))
