@@ -128,6 +128,8 @@ class Plan:
     available_extensions / existing_roles / existing_publications: from the target (None: assume present).
     create_roles: policies naming a missing role get `CREATE ROLE name NOLOGIN` first instead of being left out.
     superuser: whether the restoring role is a superuser (event triggers and publications need one).
+    server_access: whether the restoring role can reach the server's files or programs (a superuser, or a member
+        of pg_execute_server_program / pg_read_server_files / pg_write_server_files); None: same as superuser.
     executor: "psql" or "psycopg" (no meta-commands at all: \\restrict lines are always removed).
     psql_version / server_version: (major, minor) of the local psql and of the target server.
     single_transaction: the restore runs in one transaction, so the dump's own BEGIN/COMMIT are removed.
@@ -139,6 +141,7 @@ class Plan:
     existing_publications: frozenset[str] | None = None
     create_roles: bool = False
     superuser: bool = True
+    server_access: bool | None = None
     executor: str = "psql"
     psql_version: tuple[int, int] | None = None
     server_version: tuple[int, int] | None = None
@@ -785,7 +788,8 @@ class DumpReader:
                 continue
             self._reported.add(name)
             self.report.server_reach.append(shown)
-            if self._filter and self.plan is not None and self.plan.superuser:
+            if self._filter and self.plan is not None and (
+                    self.plan.superuser if self.plan.server_access is None else self.plan.server_access):
                 self._problem("superuser-code", f"the restore would run {shown} with the restoring superuser's "
                                                 f"rights, and it could reach the server's files or programs "
                                                 f"({'; '.join(reasons)})", line=at)

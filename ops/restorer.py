@@ -73,6 +73,12 @@ class Capabilities:
     publications: frozenset[str]
     free_bytes: int | None = None
     inherited: frozenset[tuple[str, str, str]] = frozenset()   # (schema, partition, constraint) inherited
+    file_roles: bool = False   # member of pg_execute_server_program / pg_{read,write}_server_files
+
+    @property
+    def server_access(self) -> bool:
+        """The restoring role can reach the server's files or programs: what a dump's routines must not borrow."""
+        return self.superuser or self.file_roles
 
     @property
     def server(self) -> tuple[int, int]:
@@ -238,7 +244,10 @@ SELECT current_setting('server_version_num')::int, current_user,
        inet_server_addr()::text,
        ARRAY(SELECT ARRAY[n.nspname::text, c.relname::text, con.conname::text] FROM pg_constraint con
              JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE con.coninhcount > 0 AND NOT con.conislocal AND c.relispartition)
+             WHERE con.coninhcount > 0 AND NOT con.conislocal AND c.relispartition),
+       EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+               WHERE r.rolname IN ('pg_execute_server_program', 'pg_read_server_files', 'pg_write_server_files')
+                 AND pg_catalog.pg_has_role(current_user, r.oid, 'USAGE'))
 """
 
 
@@ -256,11 +265,11 @@ def capabilities(target: Any, plan: RestorePlan) -> Capabilities:
     with pg.connect(target.conninfo) as conn:
         row = conn.execute(CAPS_SQL).fetchone()
     assert row is not None
-    server, user, superuser, roles, extensions, pubs, datadir, addr, inherited = row
+    server, user, superuser, roles, extensions, pubs, datadir, addr, inherited, file_roles = row
     return Capabilities(psql=exe, psql_version=version, server_version=int(server), user=str(user),
                         superuser=bool(superuser), roles=frozenset(roles), extensions=frozenset(extensions),
                         publications=frozenset(pubs), free_bytes=_local_free_bytes(datadir, addr),
-                        inherited=frozenset(tuple(x) for x in inherited))
+                        inherited=frozenset(tuple(x) for x in inherited), file_roles=bool(file_roles))
 
 
 def _local_free_bytes(datadir: str | None, addr: str | None) -> int | None:
@@ -280,7 +289,8 @@ def dumps_plan(plan: RestorePlan, caps: Capabilities) -> dumps.Plan:
     return dumps.Plan(scope=frozenset(plan.schemas) if plan.schemas is not None else None,
                       available_extensions=caps.extensions, existing_roles=caps.roles,
                       existing_publications=caps.publications, create_roles=plan.create_roles,
-                      superuser=caps.superuser, executor="psql", psql_version=caps.psql_version,
+                      superuser=caps.superuser, server_access=caps.server_access, executor="psql",
+                      psql_version=caps.psql_version,
                       server_version=caps.server, single_transaction=True)
 
 

@@ -343,12 +343,13 @@ class Bastion:
         from .restorer import CAPS_SQL, Capabilities
 
         exe, version = self.find_psql()
-        ((server, user, superuser, roles, extensions, pubs, _datadir, _addr, inherited),) = self.query(
+        ((server, user, superuser, roles, extensions, pubs, _datadir, _addr, inherited, file_roles),) = self.query(
             target.conninfo, CAPS_SQL, what="the server's capabilities")
         return Capabilities(psql=exe, psql_version=version, server_version=int(server), user=str(user),
                             superuser=bool(superuser), roles=frozenset(roles or ()),
                             extensions=frozenset(extensions or ()), publications=frozenset(pubs or ()),
-                            free_bytes=None, inherited=frozenset(tuple(x) for x in inherited or ()))
+                            free_bytes=None, inherited=frozenset(tuple(x) for x in inherited or ()),
+                            file_roles=bool(file_roles))
 
     def table_counts(self, conninfo: str, schemas: Iterable[str] | None = None) -> dict[str, int]:
         """pg.table_counts from the bastion: exact counts of every table, one snapshot, one psql session."""

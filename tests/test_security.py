@@ -15,7 +15,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ops import dumps
 from ops.errors import VerificationFailed
@@ -364,3 +365,43 @@ def test_writes_into_the_system_catalogs_are_refused():
         assert not report.ok, data.decode()[-400:]
         with pytest.raises(VerificationFailed):
             b"".join(dumps.DumpReader(dumps.Plan(scope=None)).filter([data]))
+
+
+def test_a_role_that_can_run_server_programs_counts_as_reaching_the_server():
+    data = S.dump(risky() + checked_table("evil"))
+    reader = dumps.DumpReader(dumps.Plan(scope=None, superuser=False, server_access=True))
+    with pytest.raises(VerificationFailed, match="superuser"):
+        b"".join(reader.filter([data]))
+    assert passes(data, superuser=False).ok
+
+
+def test_backup_functions_cannot_borrow_pg_execute_server_program(make_db, tmp_path):
+    """A restoring role that is not superuser but may run server programs is held to the superuser rule."""
+    marker = Path("/tmp") / f"ops-pwned-{secrets.token_hex(6)}"
+    source, staging = make_db("src"), make_db("stage")
+    role = f"ops_prog_{secrets.token_hex(4)}"
+    params = conninfo_to_dict(staging)
+    with psycopg.connect(staging, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'pw-prog-1234'").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT pg_execute_server_program TO {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(params["dbname"]),
+                                                                       sql.Identifier(role)))
+    try:
+        backup = tampered_backup(source, SERVER_CODE["plpgsql-dynamic-execute"].format(marker=marker),
+                                 tmp_path / "backup_evil.sql.gz")
+        as_role = make_conninfo("", **{**params, "user": role, "password": "pw-prog-1234"})
+        env = {"STAGING_DATABASE_URL": as_role, "HOME": str(tmp_path),
+               "INVOKE_OPS_AUDIT_LOG": str(tmp_path / "audit.jsonl")}
+        result = inv("restore.staging", "--file", str(backup), "--yes", env=env)
+        assert result.returncode != 0, result.stdout + result.stderr
+        assert "superuser" in result.stdout + result.stderr
+        assert not marker.exists()
+        with psycopg.connect(staging) as conn:
+            assert conn.execute("SELECT to_regclass('public.t')").fetchone() == (None,)
+    finally:
+        marker.unlink(missing_ok=True)
+        with psycopg.connect(staging, autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO CURRENT_USER").format(sql.Identifier(params["dbname"])))
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        with psycopg.connect(source, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
