@@ -51,6 +51,13 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
+def needs(what: str, why: str) -> None:
+    """A server feature a test needs is missing (a contrib extension): fail under CI, skip otherwise."""
+    if in_ci():
+        pytest.fail(f"CI is set and the test server lacks {what}: {why}")
+    pytest.skip(f"the test server lacks {what}")
+
+
 def unavailable(message: str) -> None:
     """No server could be had: stop the run under CI (skipped DB tests must not pass CI), skip otherwise."""
     if in_ci():

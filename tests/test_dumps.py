@@ -25,6 +25,7 @@ from ops.dumpcheck import COPY_LINE, analyze, table_key
 from ops.errors import VerificationFailed
 from ops.psqllex import Lexer
 from tests import dump_samples as S
+from tests.fix_pg import unavailable
 
 DATA = Path(__file__).resolve().parent / "data"   # copies of ../shared/data (see data/README.md)
 PAGILA17 = DATA / "pagila-schema-pg17.sql"
@@ -342,6 +343,8 @@ FRAGMENTS = ["'", "E'", "U&'", "\"", "$a$", "$$", "--", "/*", "*/", "\n", "\r", 
 
 @pytest.fixture(scope="module")
 def psql_db(pg_server):  # type: ignore[no-untyped-def]
+    if PSQL is None:
+        unavailable("psql is not installed (it is the referee of the lexer tests)")
     name = f"dumps_lex_{secrets.token_hex(4)}"
     with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -366,7 +369,6 @@ def lexer_alarms(text: str) -> list[str]:
     return [kind for _, kind, _ in lx.alarms]
 
 
-@pytest.mark.skipif(PSQL is None, reason="psql is not installed")
 @pytest.mark.parametrize("text, runs", [
     ("SELECT E'\\'' \\echo :MARK\n;", True),                    # \' escapes a quote only in E'' strings
     ("SELECT 1 -- comment\r\\echo :MARK\n;", True),              # a -- comment ends at a bare CR
@@ -386,7 +388,6 @@ def test_lexer_flags_what_psql_runs(psql_db: str, text: str, runs: bool) -> None
         assert lexer_alarms(text), text
 
 
-@pytest.mark.skipif(PSQL is None, reason="psql is not installed")
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=12), st.integers(0, 12))
 def test_lexer_catches_every_meta_command_psql_runs(psql_db: str, fragments: list[str], at: int) -> None:

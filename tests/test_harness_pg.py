@@ -12,7 +12,7 @@ import pytest
 
 from ops import pg
 from ops.errors import ConfigError, ServiceError
-from tests.fix_pg import ROOT, Cluster, free_port
+from tests.fix_pg import ROOT, Cluster, free_port, unavailable
 
 
 def names_on(server_url: str) -> set[str]:
@@ -205,7 +205,7 @@ def test_parse_tool_version(output, expected):
 @pytest.mark.parametrize("tool", ["psql", "pg_dump"])
 def test_tool_version_matches_the_binary(tool):
     if not shutil.which(tool):
-        pytest.skip(f"{tool} not on PATH")
+        unavailable(f"{tool} not on PATH")
     out = subprocess.run([tool, "--version"], capture_output=True, text=True, check=True).stdout
     major, minor = pg.tool_version(tool)
     assert f") {major}.{minor}" in out
@@ -256,7 +256,7 @@ def test_tool_env_drops_inherited_pg_variables():
 
 def test_psql_reaches_the_database_through_the_environment_alone(make_db):
     if not shutil.which("psql"):
-        pytest.skip("psql not on PATH")
+        unavailable("psql not on PATH")
     url = make_db()
     argv = pg.psql_argv(command="SELECT current_database()", extra=["-At"])
     assert not any("postgresql://" in a or "@" in a for a in argv)

@@ -25,7 +25,7 @@ from psycopg import sql
 
 from ops import audit, diagnose, guard, incident, pgdiag, tokens
 from ops.config import Settings
-from tests.fix_pg import free_port
+from tests.fix_pg import free_port, needs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -354,7 +354,7 @@ def test_db_with_pg_stat_statements_not_preloaded_says_so(world, make_db, capsys
         try:
             conn.execute("CREATE EXTENSION pg_stat_statements")
         except psycopg.Error:
-            pytest.skip("the pg_stat_statements extension is not installed on the test server")
+            needs("the pg_stat_statements extension", "install postgresql-contrib")
         preloaded = "pg_stat_statements" in conn.execute("SHOW shared_preload_libraries").fetchone()[0]
     run(incident.db, world.c, url=url)
     out = capsys.readouterr().out

@@ -22,6 +22,7 @@ from ops import dumps
 from ops.errors import VerificationFailed
 
 from . import dump_samples as S
+from .fix_pg import needs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -224,7 +225,7 @@ def test_a_foreign_table_reading_a_program_is_refused(make_db, tmp_path):
     source, staging = make_db("src"), make_db("stage")
     with psycopg.connect(source, autocommit=True) as conn:
         if conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'file_fdw'").fetchone() is None:
-            pytest.skip("file_fdw is not installed on this server")
+            needs("the file_fdw extension", "install postgresql-contrib")
         conn.execute("CREATE EXTENSION file_fdw; CREATE SERVER s FOREIGN DATA WRAPPER file_fdw")
         conn.execute("CREATE FOREIGN TABLE public.ft (x text) SERVER s OPTIONS (program 'echo hi')")
         conn.execute("CREATE MATERIALIZED VIEW public.m AS SELECT * FROM public.ft")
